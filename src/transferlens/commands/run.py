@@ -1,0 +1,16 @@
+"""`transferlens run` (not written yet)."""
+
+from __future__ import annotations
+
+import argparse
+
+from transferlens.errors import UserInputError
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    parser = subparsers.add_parser("run", help="(not available yet)")
+    parser.set_defaults(handler=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    raise UserInputError("'transferlens run' is not available in this build yet")

@@ -1,0 +1,1 @@
+"""Embedded synthetic domains (being written)."""
