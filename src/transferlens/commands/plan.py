@@ -1,16 +1,31 @@
-"""`transferlens plan` (not written yet)."""
+"""``transferlens plan STUDY.yaml``: the runs a study expands into, without running anything."""
 
 from __future__ import annotations
 
 import argparse
 
-from transferlens.errors import UserInputError
+from transferlens.study.runner import open_study
+from transferlens.study.spec import path_problems
+from transferlens.study.status import plan_summary
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
-    parser = subparsers.add_parser("plan", help="(not available yet)")
+    parser = subparsers.add_parser(
+        "plan",
+        help="list the runs of a study by kind and count (nothing is run)",
+        description="Validate a study file and print its runs by arm and target, with how "
+        "many are complete already. Missing data folders are reported, not errors.",
+    )
+    parser.add_argument("study", help="study YAML file (e.g. studies/demo.yaml)")
+    parser.add_argument("--out", help="study folder (default: the study's output, runs/<name>)")
+    parser.add_argument("--data-root", help="folder of the real data sets ($TRANSFERLENS_DATA)")
+    parser.add_argument("--list", action="store_true", help="also list every run")
     parser.set_defaults(handler=run)
 
 
 def run(args: argparse.Namespace) -> int:
-    raise UserInputError("'transferlens plan' is not available in this build yet")
+    plan, store = open_study(args.study, out=args.out, data_root=args.data_root, require_paths=False)
+    print(plan_summary(plan, store, list_runs=args.list))
+    for problem in path_problems(plan.study, args.study):
+        print(f"note: {problem} (needed by 'transferlens run')")
+    return 0

@@ -1,16 +1,24 @@
-"""`transferlens status` (not written yet)."""
+"""``transferlens status STUDY_DIR``: runs by state, failures, the analyses and report."""
 
 from __future__ import annotations
 
 import argparse
 
-from transferlens.errors import UserInputError
+from transferlens.study.status import study_status
+from transferlens.study.store import StudyStore
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
-    parser = subparsers.add_parser("status", help="(not available yet)")
+    parser = subparsers.add_parser(
+        "status",
+        help="what is complete, running, pending and failed in a study folder",
+        description="Runs by state (running ones with their last epoch, failed ones with "
+        "their one-line error) and where the analyses and the report stand.",
+    )
+    parser.add_argument("study_dir", help="the study folder (e.g. runs/demo)")
     parser.set_defaults(handler=run)
 
 
 def run(args: argparse.Namespace) -> int:
-    raise UserInputError("'transferlens status' is not available in this build yet")
+    print(study_status(StudyStore(args.study_dir)))
+    return 0

@@ -1,4 +1,10 @@
 """Imports every built-in data set module so that each registers itself."""
 
 # Each module below calls register_dataset(...) at import time.
-from transferlens.data import synthetic  # noqa: F401
+from transferlens.data import (  # noqa: F401
+    chexpert,
+    domainnet,
+    image_folder,
+    presets,
+    synthetic,
+)

@@ -1,0 +1,311 @@
+"""CKA between models over a data loader (the paper's analysis 3), with bootstrap intervals.
+
+Estimator: :class:`~transferlens.analysis.cka.MinibatchCKA`, linear kernel, unbiased
+HSIC_1 per batch summed over batches (Nguyen, Raghu & Kornblith 2021). It streams, so
+data of any size works, and one pass of the loader serves every model: each model runs
+one forward per batch and the HSIC of every pair of (model, layer) comes from one
+matrix product. Batches of fewer than 4 examples are skipped (counted in the result).
+
+Intervals: a percentile bootstrap over **batches** (the estimator's own units): the
+per-batch HSIC matrices are kept, resampled batches are summed and turned into CKA.
+This costs no extra forward pass and no Gram matrix; it treats batches as the
+independent draws they are when the loader shuffles (or the data are exchangeable).
+It needs 2 or more batches (NaN otherwise) and is only as fine as the number of
+batches: use 20 or more for a meaningful interval.
+
+Pairs sharing a name (``PT-PT`` over several seed combinations) are averaged into one
+row of :meth:`CKAResult.to_frame`: the mean of their CKA values, and the interval of
+that mean under the same resampled batches. ``to_frame(combine=False)`` keeps one row
+per combination (with ``model_a``, ``model_b``).
+"""
+
+from __future__ import annotations
+
+import itertools
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import torch
+from torch import nn
+
+from transferlens.analysis.cka_estimators import MinibatchCKA, cka_from_hsic
+from transferlens.analysis.features import check_layers, default_layers, stream_features
+from transferlens.analysis.stats import bootstrap_interval, index_counts
+from transferlens.errors import UserInputError
+
+Pair = tuple[str, str, str]  # (pair name, key of the first model, key of the second)
+
+
+@dataclass(frozen=True)
+class CKAResult:
+    """CKA per combination and per pair name.
+
+    ``values``/``low``/``high`` have shape ``[combinations, *cells]`` and
+    ``pair_values``/``pair_low``/``pair_high`` ``[pair names, *cells]``, where cells are
+    ``[layers]`` (``kind="layers"``: the same layer in both models) or
+    ``[layers_a, layers_b]`` (``kind="matrix"``).
+    """
+
+    kind: str
+    pairs: tuple[Pair, ...]
+    layers_a: tuple[str, ...]
+    layers_b: tuple[str, ...]
+    values: np.ndarray
+    low: np.ndarray
+    high: np.ndarray
+    pair_names: tuple[str, ...]
+    pair_values: np.ndarray
+    pair_low: np.ndarray
+    pair_high: np.ndarray
+    n_examples: int
+    n_batches: int
+    skipped_examples: int
+
+    @property
+    def matrix(self) -> np.ndarray:
+        """``[layers_a, layers_b]`` CKA of the first pair (``cka_matrix`` has only one)."""
+        if self.kind != "matrix":
+            raise ValueError("matrix is defined for cka_matrix results; use to_frame()")
+        return self.pair_values[0]
+
+    def to_frame(self, combine: bool = True) -> pd.DataFrame:
+        """Tidy table: ``pair, layer, cka, cka_low, cka_high`` (``layer_a, layer_b`` for a matrix).
+
+        ``combine=False``: one row per combination, with ``model_a`` and ``model_b``.
+        """
+        if combine:
+            labels = [{"pair": name} for name in self.pair_names]
+            blocks = zip(labels, self.pair_values, self.pair_low, self.pair_high)
+        else:
+            labels = [{"pair": p, "model_a": a, "model_b": b} for p, a, b in self.pairs]
+            blocks = zip(labels, self.values, self.low, self.high)
+        rows = []
+        for label, values, low, high in blocks:
+            if self.kind == "layers":
+                cells = [({"layer": layer}, (i,)) for i, layer in enumerate(self.layers_a)]
+            else:
+                cells = [
+                    ({"layer_a": a, "layer_b": b}, (i, j))
+                    for i, a in enumerate(self.layers_a)
+                    for j, b in enumerate(self.layers_b)
+                ]
+            for cell, at in cells:
+                rows.append(
+                    {**label, **cell, "cka": values[at], "cka_low": low[at], "cka_high": high[at]}
+                )
+        return pd.DataFrame(rows)
+
+
+def _resolve_pairs(keys: Sequence[str], pairs: Iterable[Sequence[str]] | None) -> list[Pair]:
+    if pairs is None:
+        return [(f"{a}-{b}", a, b) for a, b in itertools.combinations(keys, 2)]
+    resolved = []
+    for pair in pairs:
+        if isinstance(pair, str) or len(pair) != 3:
+            raise UserInputError(f"a pair is (name, model_a, model_b) (got {pair!r})")
+        name, first, second = (str(part) for part in pair)
+        for key in (first, second):
+            if key not in keys:
+                raise UserInputError(
+                    f"pair {name!r}: unknown model {key!r} (models: {', '.join(keys)})"
+                )
+        resolved.append((name, first, second))
+    if not resolved:
+        raise UserInputError("no pairs of models to compare")
+    return resolved
+
+
+def _accumulate(
+    models: Mapping[str, nn.Module],
+    loader: Iterable,
+    layers: Mapping[str, list[str]],
+    keep_batch_terms: bool,
+    device: Any,
+) -> MinibatchCKA:
+    """One pass: every (model, layer) becomes one row of a single MinibatchCKA."""
+    accumulator = MinibatchCKA(
+        sum(len(names) for names in layers.values()), keep_batch_terms=keep_batch_terms
+    )
+    for features, _ in stream_features(models, loader, layers, device=device):
+        accumulator.update([tensor for key in models for tensor in features[key]])
+    accumulator.sync()
+    accumulator.compute()  # raises a clear error when no batch was usable
+    return accumulator
+
+
+def _estimate(
+    accumulator: MinibatchCKA,
+    select: np.ndarray,
+    pair_of: list[int],
+    n_pairs: int,
+    n_bootstrap: int,
+    confidence: float,
+    seed: int,
+) -> dict[str, np.ndarray]:
+    """Values and intervals for ``select`` (``[C, cells, 2]`` row/column indices of the HSIC)."""
+
+    def per_combination(hsic: np.ndarray) -> np.ndarray:
+        # hsic [r, T, T] -> [r, C, cells]
+        cka = cka_from_hsic(hsic)
+        return cka[:, select[..., 0], select[..., 1]]
+
+    def per_pair(values: np.ndarray) -> np.ndarray:
+        # Mean over the combinations sharing a pair name: [r, C, cells] -> [r, P, cells].
+        weights = np.zeros((n_pairs, len(pair_of)))
+        weights[pair_of, np.arange(len(pair_of))] = 1.0
+        weights /= weights.sum(axis=1, keepdims=True)
+        return np.einsum("pc,rc...->rp...", weights, values)
+
+    values = per_combination(accumulator.hsic_sum.cpu().numpy()[None])
+    pair_values = per_pair(values)
+    n_batches = accumulator.n_batches
+    if n_bootstrap == 0 or n_batches < 2:
+        no_combo, no_pair = np.full_like(values[0], np.nan), np.full_like(pair_values[0], np.nan)
+        return _named(values[0], no_combo, no_combo, pair_values[0], no_pair, no_pair)
+    batch_terms = accumulator.batch_hsic().numpy().reshape(n_batches, -1)
+    size = accumulator.n_layers
+
+    def statistic(indices: np.ndarray) -> np.ndarray:
+        sums = (index_counts(indices, n_batches) @ batch_terms).reshape(-1, size, size)
+        combos = per_combination(sums)
+        pairs = per_pair(combos)
+        return np.concatenate([combos.reshape(len(sums), -1), pairs.reshape(len(sums), -1)], axis=1)
+
+    low, high = bootstrap_interval(
+        statistic, n_bootstrap, confidence, seed, n=n_batches, vectorized=True
+    )
+    split = values[0].size
+    shape_c, shape_p = values[0].shape, pair_values[0].shape
+    return _named(
+        values[0],
+        low[:split].reshape(shape_c),
+        high[:split].reshape(shape_c),
+        pair_values[0],
+        low[split:].reshape(shape_p),
+        high[split:].reshape(shape_p),
+    )
+
+
+def _named(*arrays: np.ndarray) -> dict[str, np.ndarray]:
+    names = ("values", "low", "high", "pair_values", "pair_low", "pair_high")
+    return dict(zip(names, arrays))
+
+
+def _counts(accumulator: MinibatchCKA) -> dict[str, int]:
+    return {
+        "n_examples": accumulator.n_examples,
+        "n_batches": accumulator.n_batches,
+        "skipped_examples": accumulator.skipped_examples,
+    }
+
+
+def _check_bootstrap(n_bootstrap: int) -> None:
+    if isinstance(n_bootstrap, bool) or not isinstance(n_bootstrap, int) or n_bootstrap < 0:
+        raise UserInputError(f"n_bootstrap must be an integer >= 0 (got {n_bootstrap!r})")
+
+
+def cka(
+    models: Mapping[str, nn.Module] | nn.Module,
+    model_b_or_loader: nn.Module | Iterable,
+    loader: Iterable | None = None,
+    *,
+    layers: Sequence[str] | None = None,
+    pairs: Iterable[Sequence[str]] | None = None,
+    n_bootstrap: int = 1000,
+    confidence: float = 0.95,
+    seed: int = 0,
+    device: str | torch.device | None = None,
+) -> CKAResult:
+    """CKA between the same layer of two models, or of several pairs of models, in one pass.
+
+    ``cka(model_a, model_b, loader)`` (pair ``"a-b"``) or ``cka({"PT0": m0, ...}, loader,
+    pairs=[("PT-PT", "PT0", "PT1"), ...])``; without ``pairs`` every pair of keys, named
+    ``"<a>-<b>"``. ``layers`` must exist in every model; None: ``conv1`` and the stages
+    (:func:`~transferlens.analysis.features.default_layers` of the first model).
+    Estimator and intervals: see the module docstring.
+    """
+    if isinstance(models, Mapping):
+        if loader is not None:
+            raise UserInputError("cka(models, loader): pass the loader once")
+        model_map, loader = dict(models), model_b_or_loader
+    else:
+        if not isinstance(model_b_or_loader, nn.Module) or loader is None:
+            raise UserInputError("cka(model_a, model_b, loader) or cka({name: model}, loader)")
+        model_map = {"a": models, "b": model_b_or_loader}
+    _check_bootstrap(n_bootstrap)
+    if not model_map:
+        raise UserInputError("no models to compare")
+    for key, model in model_map.items():
+        if not isinstance(model, nn.Module):
+            raise UserInputError(
+                f"model {key!r} is not a torch.nn.Module (got {type(model).__name__})"
+            )
+    keys = list(model_map)
+    combos = _resolve_pairs(keys, pairs)
+    used = [key for key in keys if any(key in combo[1:] for combo in combos)]
+    layers = default_layers(model_map[used[0]]) if layers is None else list(layers)
+    for key in used:
+        check_layers(model_map[key], layers)
+    model_map = {key: model_map[key] for key in used}
+    accumulator = _accumulate(
+        model_map, loader, {key: layers for key in used}, n_bootstrap > 0, device
+    )
+    offset = {key: i * len(layers) for i, key in enumerate(used)}
+    select = np.array(
+        [[(offset[a] + i, offset[b] + i) for i in range(len(layers))] for _, a, b in combos]
+    )
+    names = list(dict.fromkeys(name for name, _, _ in combos))
+    pair_of = [names.index(name) for name, _, _ in combos]
+    estimates = _estimate(accumulator, select, pair_of, len(names), n_bootstrap, confidence, seed)
+    return CKAResult(
+        kind="layers",
+        pairs=tuple(combos),
+        layers_a=tuple(layers),
+        layers_b=tuple(layers),
+        pair_names=tuple(names),
+        **estimates,
+        **_counts(accumulator),
+    )
+
+
+def cka_matrix(
+    model_a: nn.Module,
+    model_b: nn.Module,
+    loader: Iterable,
+    layers_a: Sequence[str] | None = None,
+    layers_b: Sequence[str] | None = None,
+    *,
+    n_bootstrap: int = 1000,
+    confidence: float = 0.95,
+    seed: int = 0,
+    device: str | torch.device | None = None,
+) -> CKAResult:
+    """CKA of every layer of ``layers_a`` (in ``model_a``) with every one of ``layers_b``.
+
+    ``model_b`` may be ``model_a`` itself (one forward per batch). Pair name ``"a-b"``;
+    ``result.matrix`` is the ``[len(layers_a), len(layers_b)]`` array.
+    """
+    _check_bootstrap(n_bootstrap)
+    layers_a = check_layers(model_a, default_layers(model_a) if layers_a is None else layers_a)
+    layers_b = check_layers(model_b, default_layers(model_b) if layers_b is None else layers_b)
+    models = {"a": model_a, "b": model_b}
+    accumulator = _accumulate(
+        models, loader, {"a": layers_a, "b": layers_b}, n_bootstrap > 0, device
+    )
+    offset = len(layers_a)
+    select = np.array(
+        [[[(i, offset + j) for j in range(len(layers_b))] for i in range(len(layers_a))]]
+    )
+    estimates = _estimate(accumulator, select, [0], 1, n_bootstrap, confidence, seed)
+    return CKAResult(
+        kind="matrix",
+        pairs=(("a-b", "a", "b"),),
+        layers_a=tuple(layers_a),
+        layers_b=tuple(layers_b),
+        pair_names=("a-b",),
+        **estimates,
+        **_counts(accumulator),
+    )

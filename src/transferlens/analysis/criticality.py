@@ -1,0 +1,380 @@
+"""Analysis 6: module criticality (Chatterji, Neyshabur & Sedghi, ICLR 2020).
+
+For module i with initial parameters theta0 and final thetaF (every other module
+final), ``theta(alpha) = (1 - alpha) theta0 + alpha thetaF`` and noise
+``u ~ N(0, sigma^2 I)`` on that module's parameters only::
+
+    mu_i = min over the (alpha, sigma) grid of  alpha^2 ||thetaF - theta0||^2 / sigma^2
+           subject to  E_u[ L(theta(alpha) + u) ] <= eps,   eps = tolerance * L(thetaF)
+
+with E_u estimated by the mean over ``n_noise`` draws; network criticality = sum_i mu_i.
+
+Conventions follow the public reference (google-research/meta-dataset,
+``analysis/transferability/criticality.py``): alphas ``linspace(0, 1, 11)``, sigmas
+``linspace(1e-16, 1, 11)``, 10 draws per point, ``tolerance = 1.01`` times the
+*unperturbed* loss of the final network; noise on the module's parameters only; the
+loss is the task loss (cross-entropy / BCE) on whatever data is given -- the paper
+uses training data, which is what the CLI passes. Ties between grid points of equal
+objective go to the first point in the reference's order (sigma-major, then alpha),
+as its ``argmin`` does; ``alpha = 0`` (the module fully rewound) has objective 0.
+Differences: the grid is float64 rather than float32; floating buffers of the module
+(BatchNorm statistics) are interpolated with its parameters and never perturbed; and
+when no grid point is feasible the criticality is ``inf`` (the minimum over an empty
+set) with alpha and sigma NaN, where the reference's argmin over an all-infinite
+array would report the objective of its first point, 0.
+
+Search without waste, yet the same result as the full grid:
+
+- the objective of a point is known before evaluating it, so points are visited in
+  increasing (objective, reference order) and the search stops at the first feasible
+  one: every point skipped has an objective no better (branch and bound);
+- losses are non-negative and a float sum of non-negative terms never decreases, so
+  once the running sum over the draws (and the batches of the current draw) proves
+  the mean above eps -- tested with the very expression the full mean is tested
+  with -- the point is infeasible whatever the remaining batches and draws hold, and
+  they are skipped.
+
+Each draw's noise comes from its own seed (:func:`~transferlens.analysis.perturb.noise_seed`),
+so skipped points do not shift the noise of the others: ``search="full"`` evaluates
+every point and every draw and returns identical values. ``attrs["n_forward_passes"]``
+counts the passes over the data begun (a pass cut short counts as a whole one; the
+reference evaluation included), ``attrs["n_forward_batches"]`` the batches evaluated.
+"""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Iterable, Iterator, Sequence
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+import torch
+from torch import nn
+
+from transferlens.analysis.evalcache import (
+    PreparedBatches,
+    check_task,
+    evaluate_batches,
+    prepare_batches,
+    resolve_device,
+)
+from transferlens.analysis.perturb import (
+    ModuleSlot,
+    check_grid,
+    lerp_values,
+    noise_generator,
+    noise_seed,
+    squared_distance,
+)
+from transferlens.analysis.statedict import (
+    StateLike,
+    as_state_dict,
+    check_modules,
+    check_same_layout,
+    default_modules,
+    under,
+)
+from transferlens.errors import UserInputError
+from transferlens.metrics import Task, task_loss
+
+DEFAULT_ALPHAS = tuple(float(a) for a in np.linspace(0.0, 1.0, 11))
+DEFAULT_SIGMAS = tuple(float(s) for s in np.linspace(1e-16, 1.0, 11))
+NETWORK = "network"
+SEARCHES = ("pruned", "full")
+
+
+def rewind_module(model_final: nn.Module, model_init: StateLike, module: str) -> nn.Module:
+    """A copy of ``model_final`` whose ``module`` (parameters and buffers) is ``model_init``'s.
+
+    The inputs are not modified.
+    """
+    state_final = model_final.state_dict()
+    state_init = as_state_dict(model_init, "initial model")
+    check_modules(state_final, [module])
+    check_same_layout(
+        {k: v for k, v in state_final.items() if under(k, module)},
+        {k: v for k, v in state_init.items() if under(k, module)},
+    )
+    rewound = copy.deepcopy(model_final)
+    merged = dict(state_final)
+    merged.update({key: state_init[key] for key in state_final if under(key, module)})
+    rewound.load_state_dict(merged)
+    return rewound
+
+
+@dataclass(frozen=True)
+class _Point:
+    index: int  # the reference's order: sigma-major, alpha-minor
+    alpha: float
+    sigma: float
+    objective: float
+
+
+def _grid(alphas: list[float], sigmas: list[float], squared: float) -> list[_Point]:
+    points = []
+    for i_sigma, sigma in enumerate(sigmas):
+        for i_alpha, alpha in enumerate(alphas):
+            objective = (alpha / sigma) ** 2 * squared
+            points.append(_Point(i_sigma * len(alphas) + i_alpha, alpha, sigma, objective))
+    return points
+
+
+def running_loss_sums(model: nn.Module, batches: Iterable, task: Task) -> Iterator[float]:
+    """After each batch, the running float64 sum of the example losses so far.
+
+    L = (last sum) / n. Every batch adds a sum of non-negative losses, so the running
+    sum never decreases: a partial sum is a lower bound of the total.
+    """
+    total = 0.0
+    for inputs, targets in batches:
+        total += float(task_loss(model(inputs), targets, task, "sum").double())
+        yield total
+
+
+def _mean_loss(model: nn.Module, batches: PreparedBatches, task: Task) -> float:
+    with torch.inference_mode():
+        sums = list(running_loss_sums(model, batches, task))
+    return sums[-1] / batches.n_examples
+
+
+class _Search:
+    """One module's search over the grid; counts the passes and batches it evaluates."""
+
+    def __init__(self, working, slot, init, final, batches, task, n_noise, epsilon, seed):
+        self.working, self.slot, self.init, self.final = working, slot, init, final
+        self.batches, self.task, self.n_noise = batches, task, n_noise
+        self.epsilon, self.seed = epsilon, seed
+        self.device = resolve_device(None, working)
+        self.n_passes = 0
+        self.n_batches = 0
+
+    @torch.inference_mode()
+    def feasible(self, point: _Point, early_stop: bool) -> tuple[bool, float]:
+        """(mean over draws of L <= eps, that mean; partial if stopped early).
+
+        With ``early_stop`` a pass stops as soon as the running sum proves the point
+        infeasible (see the module docstring): every term added later is >= 0.
+        """
+        values = lerp_values(self.init, self.final, point.alpha)
+        n_examples, n_noise, epsilon = self.batches.n_examples, self.n_noise, self.epsilon
+        draws_sum = 0.0  # sum over finished draws of their mean loss
+        for sample in range(n_noise):
+            generator = noise_generator(
+                self.device, noise_seed(self.seed, self.slot.module, point.index, sample)
+            )
+            self.slot.set(values, point.sigma, generator)
+            self.n_passes += 1
+            loss_sum = 0.0
+            for loss_sum in running_loss_sums(self.working, self.batches, self.task):
+                self.n_batches += 1
+                if early_stop and (draws_sum + loss_sum / n_examples) / n_noise > epsilon:
+                    return False, (draws_sum + loss_sum / n_examples) / (sample + 1)
+            draws_sum += loss_sum / n_examples
+        return draws_sum / n_noise <= epsilon, draws_sum / n_noise
+
+    def run(self, points: list[_Point], search: str) -> tuple[_Point | None, float]:
+        ordered = sorted(points, key=lambda p: (p.objective, p.index))
+        best, best_loss = None, float("nan")
+        if search == "pruned":
+            for point in ordered:
+                ok, loss = self.feasible(point, early_stop=True)
+                if ok:
+                    best, best_loss = point, loss
+                    break
+        else:
+            outcomes = {p.index: self.feasible(p, early_stop=False) for p in points}
+            for point in ordered:
+                if outcomes[point.index][0]:
+                    best, best_loss = point, outcomes[point.index][1]
+                    break
+        self.slot.restore()
+        return best, best_loss
+
+
+def module_criticality(
+    model_final: nn.Module,
+    model_init: StateLike,
+    loader: Iterable,
+    task: Task,
+    *,
+    modules: Sequence[str] | None = None,
+    alphas: Sequence[float] = DEFAULT_ALPHAS,
+    sigmas: Sequence[float] = DEFAULT_SIGMAS,
+    n_noise: int = 10,
+    tolerance: float = 1.01,
+    seed: int = 0,
+    metric_loader: Iterable | None = None,
+    search: str = "pruned",
+    device: str | torch.device | None = None,
+) -> pd.DataFrame:
+    """Criticality of each module and the metric with that module rewound to ``model_init``.
+
+    ``loader`` holds the data of the loss L (the paper: training data);
+    ``metric_loader`` (default: ``loader``) the data of ``rewind_metric``, the metric
+    with the module alone set to its initial value, no noise (the paper's figure).
+    Returns columns ``module, rewind_metric, criticality, alpha, sigma`` (alpha and
+    sigma of the minimiser), one row per module (default: ``conv1``, each residual
+    block, the head for ResNets) and a last row ``module = "network"`` whose
+    criticality is the sum. ``attrs``: ``n_forward_passes`` and ``n_forward_batches``
+    (passes over the data begun and batches evaluated, the reference evaluation
+    included), ``n_full_grid_passes`` and ``n_full_grid_batches`` (what the full grid costs),
+    ``reference_loss`` L(thetaF), ``epsilon``, ``final_metric`` (on ``metric_loader``)
+    and ``loss_at_minimum`` per module.
+    """
+    check_task(task)
+    if not isinstance(model_final, nn.Module):
+        raise UserInputError("model_final must be an nn.Module")
+    if search not in SEARCHES:
+        raise UserInputError(f"search must be one of {', '.join(SEARCHES)} (got {search!r})")
+    if isinstance(n_noise, bool) or not isinstance(n_noise, int) or n_noise < 1:
+        raise UserInputError(f"n_noise must be a positive integer (got {n_noise!r})")
+    alphas = check_grid(alphas, "alphas", positive=False)
+    sigmas = check_grid(sigmas, "sigmas", positive=True)
+    tolerance = check_grid([tolerance], "tolerance", positive=True)[0]
+    noise_seed(seed, "", 0, 0)  # validates the seed before any work
+
+    device = resolve_device(device, model_final)
+    working = copy.deepcopy(model_final).to(device).eval()
+    state_final = {k: v.detach().clone() for k, v in working.state_dict().items()}
+    state_init = {k: v.detach().to(device) for k, v in as_state_dict(model_init).items()}
+    check_same_layout(state_final, state_init)
+    modules = check_modules(
+        state_final, default_modules(model_final) if modules is None else modules
+    )
+
+    batches = prepare_batches(loader, device)
+    metric_batches = batches if metric_loader is None else prepare_batches(metric_loader, device)
+    reference_loss = _mean_loss(working, batches, task)  # the search's own summation
+    epsilon = tolerance * reference_loss
+    final_metric = evaluate_batches(working, metric_batches, task).metric
+    n_passes, n_batches = 1, len(batches)
+
+    rows, losses = [], {}
+    for module in modules:
+        slot = ModuleSlot(working, module)
+        init, final = slot.values_from(state_init), slot.values_from(state_final)
+        squared = squared_distance(final, init, slot.parameter_names)
+        slot.set(init)
+        rewind_metric = evaluate_batches(working, metric_batches, task).metric
+        slot.restore()
+        searcher = _Search(working, slot, init, final, batches, task, n_noise, epsilon, seed)
+        best, loss = searcher.run(_grid(alphas, sigmas, squared), search)
+        n_passes += searcher.n_passes
+        n_batches += searcher.n_batches
+        losses[module] = loss
+        if best is None:
+            rows.append((module, rewind_metric, float("inf"), float("nan"), float("nan")))
+        else:
+            rows.append((module, rewind_metric, best.objective, best.alpha, best.sigma))
+    network = float(sum(row[2] for row in rows))
+    rows.append((NETWORK, float("nan"), network, float("nan"), float("nan")))
+
+    frame = pd.DataFrame(rows, columns=["module", "rewind_metric", "criticality", "alpha", "sigma"])
+    full_passes = 1 + len(modules) * len(alphas) * len(sigmas) * n_noise
+    frame.attrs.update(
+        n_forward_passes=n_passes,
+        n_full_grid_passes=full_passes,
+        n_forward_batches=n_batches,
+        n_full_grid_batches=full_passes * len(batches),
+        reference_loss=reference_loss,
+        epsilon=epsilon,
+        final_metric=final_metric,
+        loss_at_minimum=losses,
+    )
+    return frame
+
+
+def _path_states(
+    slot: ModuleSlot, states: list[dict[str, torch.Tensor]], n_points: int
+) -> list[tuple[float, dict[str, torch.Tensor]]]:
+    """``n_points`` states equally spaced by l2 length along the polyline through ``states``.
+
+    Returns ``(distance along the path from the first state, module values)``.
+    """
+    names = slot.parameter_names
+    lengths = [squared_distance(a, b, names) ** 0.5 for a, b in zip(states, states[1:])]
+    cumulative = np.concatenate([[0.0], np.cumsum(lengths)])
+    total = float(cumulative[-1])
+    points = []
+    for position in np.linspace(0.0, total, n_points):
+        # The segment holding ``position``; zero-length segments are stepped over.
+        segment = int(np.searchsorted(cumulative, position, side="right")) - 1
+        segment = min(max(segment, 0), len(lengths) - 1)
+        length = lengths[segment]
+        weight = 0.0 if length == 0 else (position - cumulative[segment]) / length
+        weight = min(max(weight, 0.0), 1.0)
+        values = lerp_values(states[segment], states[segment + 1], weight)
+        points.append((float(position), values))
+    return points
+
+
+def path_grid(
+    model_final: nn.Module,
+    checkpoints: StateLike | Sequence[StateLike],
+    loader: Iterable,
+    task: Task,
+    *,
+    module: str = "conv1",
+    n_points: int = 11,
+    sigmas: Sequence[float] = (0.0, 0.01, 0.02, 0.05, 0.1),
+    n_noise: int = 1,
+    seed: int = 0,
+    device: str | torch.device | None = None,
+) -> pd.DataFrame:
+    """Loss and metric over (distance along a path from the init, noise sigma) for one module.
+
+    ``checkpoints`` is the initial network (only the ``direct`` path is drawn) or the
+    sequence of training checkpoints from the init on (both paths): ``direct`` is
+    the straight line from the init to ``model_final``, ``checkpoints`` the
+    piecewise-linear path through every checkpoint to ``model_final``. Each path gets
+    ``n_points`` points equally spaced by l2 length of the module's parameters; every
+    other module stays final. Noise ``N(0, sigma^2 I)`` is added to the module's
+    parameters (``n_noise`` draws averaged; sigma 0 means none). Columns: ``path,
+    distance`` (l2 length along the path), ``distance_from_init`` (straight l2 to the
+    init), ``sigma, loss, metric``.
+    """
+    check_task(task)
+    if isinstance(n_points, bool) or not isinstance(n_points, int) or n_points < 2:
+        raise UserInputError(f"n_points must be an integer >= 2 (got {n_points!r})")
+    if isinstance(n_noise, bool) or not isinstance(n_noise, int) or n_noise < 1:
+        raise UserInputError(f"n_noise must be a positive integer (got {n_noise!r})")
+    sigmas = check_grid(sigmas, "sigmas", positive=False)
+    if any(sigma < 0 for sigma in sigmas):
+        raise UserInputError("sigmas must be >= 0")
+    sequence = list(checkpoints) if isinstance(checkpoints, list | tuple) else [checkpoints]
+    if not sequence:
+        raise UserInputError("checkpoints is empty")
+
+    device = resolve_device(device, model_final)
+    working = copy.deepcopy(model_final).to(device).eval()
+    check_modules(working.state_dict(), [module])
+    slot = ModuleSlot(working, module)
+    final = slot.values_from(working.state_dict())
+    states = [slot.values_from(as_state_dict(c, "checkpoint")) for c in sequence]
+    if any(not torch.equal(states[-1][name], final[name]) for name in final):
+        states.append(final)
+    paths = {"direct": [states[0], final]}
+    if len(sequence) > 1:
+        paths["checkpoints"] = states
+
+    batches = prepare_batches(loader, device)
+    names = slot.parameter_names
+    rows = []
+    for path_index, (path, path_states) in enumerate(paths.items()):
+        for point_index, (distance, values) in enumerate(_path_states(slot, path_states, n_points)):
+            from_init = squared_distance(values, states[0], names) ** 0.5
+            for sigma_index, sigma in enumerate(sigmas):
+                draws = 1 if sigma == 0 else n_noise
+                loss = metric = 0.0
+                for sample in range(draws):
+                    index = (path_index * n_points + point_index) * len(sigmas) + sigma_index
+                    generator = noise_generator(device, noise_seed(seed, module, index, sample))
+                    slot.set(values, sigma, generator)
+                    point = evaluate_batches(working, batches, task)
+                    loss, metric = loss + point.loss / draws, metric + point.metric / draws
+                rows.append((path, distance, from_init, sigma, loss, metric))
+    slot.restore()
+    return pd.DataFrame(
+        rows, columns=["path", "distance", "distance_from_init", "sigma", "loss", "metric"]
+    )

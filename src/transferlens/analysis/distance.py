@@ -1,0 +1,136 @@
+"""Analysis 4: l2 distance between two networks in parameter space.
+
+For two networks of the same architecture with parameters a and b::
+
+    l2(all)    = || vec(a) - vec(b) ||_2          over every compared parameter
+    l2(module) = || vec(a_m) - vec(b_m) ||_2      over the parameters under ``module``
+
+accumulated in float64. The paper's Table 2 compares P-T with P, whose heads differ
+in shape (the target's classes vs the source's): such a head cannot be compared, so
+it is left out of ``all`` and its row reports NaN; the names left out are listed in
+``frame.attrs["excluded"]``.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+
+import pandas as pd
+import torch
+from torch import nn
+
+from transferlens.analysis.statedict import (
+    StateLike,
+    as_state_dict,
+    check_modules,
+    check_same_layout,
+    default_modules,
+    is_floating,
+    keys_under,
+    parameter_names,
+    under,
+)
+from transferlens.errors import UserInputError
+
+ALL = "all"
+
+
+def _differing_keys(a: dict[str, torch.Tensor], b: dict[str, torch.Tensor]) -> list[str]:
+    only_one = set(a) ^ set(b)
+    reshaped = {key for key in set(a) & set(b) if a[key].shape != b[key].shape}
+    return sorted(only_one | reshaped)
+
+
+def _head_of(a: StateLike, b: StateLike, differing: list[str]) -> str:
+    """The head's prefix: from the model (``models.head_prefix``) or the differing keys."""
+    model = a if isinstance(a, nn.Module) else b if isinstance(b, nn.Module) else None
+    if model is not None:
+        from transferlens.models import head_prefix
+
+        return head_prefix(model)
+    if not differing:
+        raise UserInputError("exclude_head=True needs an nn.Module (or the head's name) to find it")
+    # Bare state dicts: the module owning the first differing entry (e.g. "fc" for "fc.weight").
+    return differing[0].rsplit(".", 1)[0] if "." in differing[0] else differing[0]
+
+
+def _resolve_excluded(
+    a: StateLike,
+    b: StateLike,
+    state_a: dict[str, torch.Tensor],
+    state_b: dict[str, torch.Tensor],
+    exclude_head: bool | str,
+) -> list[str]:
+    differing = _differing_keys(state_a, state_b)
+    if exclude_head is False:
+        return []
+    if isinstance(exclude_head, str) and exclude_head != "auto":
+        return [exclude_head]
+    if exclude_head == "auto":
+        if not differing:
+            return []
+        head = _head_of(a, b, differing)
+        outside = [key for key in differing if not under(key, head)]
+        if outside:
+            return []  # not a head-only difference: check_same_layout names the culprit
+        return [head]
+    if exclude_head is True:
+        return [_head_of(a, b, differing)]
+    raise UserInputError(
+        f"exclude_head must be 'auto', True, False or a module name (got {exclude_head!r})"
+    )
+
+
+def parameter_distance(
+    a: StateLike,
+    b: StateLike,
+    *,
+    modules: Sequence[str] | None = None,
+    exclude_head: bool | str = "auto",
+    include_buffers: bool = False,
+) -> pd.DataFrame:
+    """l2 distance between ``a`` and ``b`` (modules or state dicts of one architecture).
+
+    Returns a frame with columns ``module, l2``: first the row ``all`` (the whole
+    compared parameter vector), then one row per module -- by default
+    :func:`~transferlens.analysis.statedict.default_modules` (``conv1``, each residual
+    block, the head for ResNets). ``exclude_head``: ``"auto"`` leaves the head out
+    when the two heads differ in shape (P vs P-T), ``True`` always, ``False`` never,
+    or a module name to leave out. Left-out modules are listed in
+    ``frame.attrs["excluded"]`` and their rows have ``l2 = NaN``. Only parameters are
+    compared unless ``include_buffers`` (floating buffers such as BatchNorm statistics;
+    integer buffers never). A bare state dict does not tell parameters from buffers,
+    so when neither input is an ``nn.Module`` every floating entry counts.
+    """
+    state_a, state_b = as_state_dict(a, "first model"), as_state_dict(b, "second model")
+    excluded = _resolve_excluded(a, b, state_a, state_b, exclude_head)
+    check_same_layout(state_a, state_b, ignore_prefixes=excluded)
+
+    names = parameter_names(a) if isinstance(a, nn.Module) else parameter_names(b)
+    compared = [
+        key
+        for key in state_a
+        if not any(under(key, prefix) for prefix in excluded)
+        and is_floating(state_a[key])
+        and (include_buffers or names is None or key in names)
+    ]
+    squared = {
+        key: float(
+            ((state_a[key].double() - state_b[key].double().to(state_a[key].device)) ** 2).sum()
+        )
+        for key in compared
+    }
+
+    if modules is None:
+        modules = default_modules(a if isinstance(a, nn.Module) else b)
+    modules = check_modules(state_a, modules)
+    rows = [(ALL, math.sqrt(sum(squared.values())))]
+    for module in modules:
+        if any(under(module, prefix) for prefix in excluded):
+            rows.append((module, float("nan")))
+            continue
+        rows.append((module, math.sqrt(sum(squared[key] for key in keys_under(squared, module)))))
+    frame = pd.DataFrame(rows, columns=["module", "l2"])
+    frame.attrs["excluded"] = list(excluded)
+    return frame

@@ -1,0 +1,204 @@
+"""Analysis 5: the performance barrier on the straight line between two networks.
+
+Every point of the path is the network with state ``(1 - lam) a + lam b`` (the whole
+state: parameters and floating buffers), evaluated on the whole evaluation set. The
+barrier is how far the loss rises above (and the metric falls below) the straight
+line between the two ends::
+
+    loss_barrier   = max_lam  L(lam) - ((1 - lam) L(0) + lam L(1))
+    metric_barrier = max_lam  ((1 - lam) M(0) + lam M(1)) - M(lam)
+
+Both are 0 when the path stays on or below (above, for the metric) that line.
+
+Networks with BatchNorm: a running mean and variance interpolated between two
+networks are not the statistics of the interpolated network's activations, so by
+default (``bn_mode="auto"``) they are re-estimated at every lambda on training
+batches (:func:`recompute_batchnorm`). ``bn_mode="interpolate"`` interpolates them
+like any other buffer instead. The paper's Fixup networks have no BatchNorm, where
+both modes coincide.
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+from collections.abc import Iterable, Sequence
+
+import numpy as np
+import pandas as pd
+import torch
+from torch import nn
+from torch.nn.modules.batchnorm import _BatchNorm
+
+from transferlens.analysis.evalcache import (
+    Batch,
+    check_task,
+    evaluate_batches,
+    prepare_batches,
+    resolve_device,
+)
+from transferlens.analysis.statedict import StateLike, as_state_dict, check_same_layout, is_floating
+from transferlens.errors import UserInputError
+from transferlens.metrics import Task
+
+BN_MODES = ("auto", "recompute", "interpolate")
+
+
+def interpolate_state_dicts(a: StateLike, b: StateLike, lam: float) -> dict[str, torch.Tensor]:
+    """The state ``(1 - lam) a + lam b``: floating parameters and buffers interpolated.
+
+    Integer buffers (``num_batches_tracked``) are copied from ``a`` (from ``b`` at
+    ``lam = 1``). ``lam = 0`` and ``lam = 1`` return copies of ``a`` and ``b`` exactly
+    (bit for bit), handled explicitly; in between :func:`torch.lerp` computes the same line, exactly equal
+    to ``a`` wherever ``a == b``. Values of ``b`` are moved to ``a``'s device and dtype.
+    """
+    lam = float(lam)
+    if not math.isfinite(lam):
+        raise UserInputError(f"lambda must be a finite number (got {lam})")
+    state_a, state_b = as_state_dict(a, "first model"), as_state_dict(b, "second model")
+    check_same_layout(state_a, state_b)
+    mixed: dict[str, torch.Tensor] = {}
+    for key, tensor_a in state_a.items():
+        tensor_a = tensor_a.detach()
+        tensor_b = state_b[key].detach().to(device=tensor_a.device)
+        if lam == 1.0:
+            mixed[key] = tensor_b.to(dtype=tensor_a.dtype).clone()
+        elif not is_floating(tensor_a) or lam == 0.0:
+            mixed[key] = tensor_a.clone()
+        else:
+            mixed[key] = torch.lerp(tensor_a, tensor_b.to(dtype=tensor_a.dtype), lam)
+    return mixed
+
+
+def lambda_grid(n: int = 11) -> list[float]:
+    """``n`` equally spaced values from 0 to 1, both ends included (the paper: 50 or 20)."""
+    if isinstance(n, bool) or not isinstance(n, int) or n < 2:
+        raise UserInputError(f"the lambda grid needs at least 2 points (got {n!r})")
+    return [float(value) for value in np.linspace(0.0, 1.0, n)]
+
+
+def batchnorm_layers(model: nn.Module) -> list[_BatchNorm]:
+    """The BatchNorm layers of ``model`` that keep running statistics."""
+    return [m for m in model.modules() if isinstance(m, _BatchNorm) and m.track_running_stats]
+
+
+@torch.no_grad()
+def recompute_batchnorm(model: nn.Module, batches: Iterable[Batch]) -> nn.Module:
+    """Re-estimate every BatchNorm's running statistics on ``batches``, in place.
+
+    Statistics are reset and ``momentum`` set to ``None`` (PyTorch's cumulative
+    average), so that after the pass running_mean / running_var are the averages
+    over the batches of each batch's mean / unbiased variance. Only the BatchNorm
+    layers run in training mode: dropout and the like stay in evaluation mode
+    (unlike ``torch.optim.swa_utils.update_bn``, which trains the whole model).
+    Momenta and the model's mode are restored afterwards.
+    """
+    layers = batchnorm_layers(model)
+    if not layers:
+        return model
+    was_training = model.training
+    momenta = [layer.momentum for layer in layers]
+    model.eval()
+    for layer in layers:
+        layer.reset_running_stats()
+        layer.momentum = None
+        layer.train()
+    try:
+        for inputs, _ in batches:
+            model(inputs)
+    finally:
+        for layer, momentum in zip(layers, momenta):
+            layer.momentum = momentum
+        model.train(was_training)
+    return model
+
+
+def _resolve_bn_mode(model: nn.Module, bn_mode: str, train_loader: object) -> str:
+    if bn_mode not in BN_MODES:
+        raise UserInputError(f"bn_mode must be one of {', '.join(BN_MODES)} (got {bn_mode!r})")
+    has_bn = bool(batchnorm_layers(model))
+    if bn_mode == "auto":
+        bn_mode = "recompute" if has_bn else "interpolate"
+    if bn_mode == "recompute" and has_bn and train_loader is None:
+        raise UserInputError(
+            "the model has BatchNorm: pass train_loader to re-estimate its statistics "
+            "along the path, or bn_mode='interpolate'"
+        )
+    return bn_mode if has_bn else "interpolate"
+
+
+def interpolation_curve(
+    model_a: nn.Module,
+    model_b: StateLike,
+    loader: Iterable,
+    task: Task,
+    *,
+    lams: Sequence[float] | None = None,
+    bn_mode: str = "auto",
+    train_loader: Iterable | None = None,
+    bn_batches: int | None = None,
+    device: str | torch.device | None = None,
+) -> pd.DataFrame:
+    """Loss and metric of ``(1 - lam) a + lam b`` on the whole of ``loader``, for each lambda.
+
+    ``model_b`` may be a module or a state dict of ``model_a``'s architecture; the
+    inputs are not modified. The evaluation batches (and, for ``bn_mode`` recompute,
+    the first ``bn_batches`` training batches, all by default) are read once and
+    re-used for every lambda; one working copy of ``model_a`` receives each
+    interpolated state. Returns columns ``lam, loss, metric``;
+    ``frame.attrs["bn_mode"]`` says how BatchNorm statistics were handled.
+    """
+    check_task(task)
+    if not isinstance(model_a, nn.Module):
+        raise UserInputError("model_a must be an nn.Module (it provides the architecture)")
+    lams = lambda_grid(11) if lams is None else [float(lam) for lam in lams]
+    if not lams:
+        raise UserInputError("lams is empty")
+    device = resolve_device(device, model_a)
+    working = copy.deepcopy(model_a).to(device).eval()
+    # Cloned: the working copy's own tensors change with every load_state_dict.
+    state_a = {key: value.detach().clone() for key, value in working.state_dict().items()}
+    state_b = {key: value.detach().to(device) for key, value in as_state_dict(model_b).items()}
+    check_same_layout(state_a, state_b)
+    mode = _resolve_bn_mode(working, bn_mode, train_loader)
+
+    batches = prepare_batches(loader, device)
+    train_batches = None
+    if mode == "recompute":
+        train_batches = prepare_batches(train_loader, device, max_batches=bn_batches)
+    rows = []
+    for lam in lams:
+        working.load_state_dict(interpolate_state_dicts(state_a, state_b, lam))
+        if train_batches is not None:
+            recompute_batchnorm(working, train_batches)
+        point = evaluate_batches(working, batches, task)
+        rows.append((lam, point.loss, point.metric))
+    frame = pd.DataFrame(rows, columns=["lam", "loss", "metric"])
+    frame.attrs["bn_mode"] = mode
+    return frame
+
+
+def barrier(curve: pd.DataFrame) -> tuple[float, float]:
+    """``(loss_barrier, metric_barrier)`` of a curve with columns ``lam, loss, metric``.
+
+    The line between the ends is evaluated from the nearer end, ``v(0) + lam (v(1) - v(0))``
+    or ``v(1) - (1 - lam) (v(1) - v(0))`` (as :func:`torch.lerp` does), so that it passes
+    exactly through both ends and a flat curve has a barrier of exactly 0.
+    The curve must contain ``lam = 0`` and ``lam = 1``; NaN values give NaN.
+    """
+    missing = [column for column in ("lam", "loss", "metric") if column not in curve.columns]
+    if missing:
+        raise UserInputError(f"the interpolation curve lacks the column {missing[0]!r}")
+    ordered = curve.sort_values("lam", kind="stable")
+    lam = ordered["lam"].to_numpy(dtype=np.float64)
+    if len(lam) == 0 or lam[0] != 0.0 or lam[-1] != 1.0:
+        raise UserInputError("the interpolation curve must include lam = 0 and lam = 1")
+
+    def rise_above_line(values: np.ndarray) -> float:
+        step = values[-1] - values[0]
+        line = np.where(lam < 0.5, values[0] + lam * step, values[-1] - (1.0 - lam) * step)
+        return float(np.max(values - line))
+
+    loss = ordered["loss"].to_numpy(dtype=np.float64)
+    metric = ordered["metric"].to_numpy(dtype=np.float64)
+    return rise_above_line(loss), rise_above_line(-metric)

@@ -1,0 +1,127 @@
+"""One registry of models, built by name (timm style).
+
+``build_model(name, num_classes, **kwargs)`` is the only way the rest of the
+project creates a network. Names are either registered exactly
+(``@register_model("fixup_resnet50")``) or belong to a prefix family
+(``timm:<any timm name>``, registered with :func:`register_model_family`).
+Every builder receives ``num_classes`` first and its own keyword arguments;
+a keyword a builder does not declare is rejected here, with its name, before
+anything is built.
+"""
+
+from __future__ import annotations
+
+import inspect
+from collections.abc import Callable
+from typing import Any
+
+from torch import nn
+
+from transferlens.errors import UserInputError
+
+ModelBuilder = Callable[..., nn.Module]
+FamilyBuilder = Callable[..., nn.Module]
+
+_BUILDERS: dict[str, ModelBuilder] = {}
+_FAMILIES: dict[str, FamilyBuilder] = {}
+FAMILY_SEPARATOR = ":"
+
+
+def register_model(name: str) -> Callable[[ModelBuilder], ModelBuilder]:
+    """Decorator: make ``builder(num_classes, **kwargs) -> nn.Module`` buildable as ``name``."""
+    if FAMILY_SEPARATOR in name:
+        raise ValueError(f"model names may not contain {FAMILY_SEPARATOR!r}: {name!r}")
+
+    def decorate(builder: ModelBuilder) -> ModelBuilder:
+        if name in _BUILDERS and _BUILDERS[name] is not builder:
+            raise ValueError(f"model {name!r} is registered twice")
+        _BUILDERS[name] = builder
+        return builder
+
+    return decorate
+
+
+def register_model_family(prefix: str) -> Callable[[FamilyBuilder], FamilyBuilder]:
+    """Decorator: ``builder(model_name, num_classes, **kwargs)`` serves every ``prefix:<name>``."""
+
+    def decorate(builder: FamilyBuilder) -> FamilyBuilder:
+        _FAMILIES[prefix] = builder
+        return builder
+
+    return decorate
+
+
+def _load_builtin() -> None:
+    # Importing the modules registers their builders (idempotent: Python caches imports).
+    import transferlens.models.fixup  # noqa: F401
+    import transferlens.models.timm_models  # noqa: F401
+    import transferlens.models.torchvision_models  # noqa: F401
+
+
+def list_models() -> list[str]:
+    """Registered model names, sorted, then each family as a pattern ``prefix:<name>``.
+
+    Callers that validate a name accept it when it is listed or when its part
+    before ``:`` is the prefix of a listed pattern (see :func:`list_families`).
+    """
+    _load_builtin()
+    return sorted(_BUILDERS) + [f"{prefix}{FAMILY_SEPARATOR}<name>" for prefix in list_families()]
+
+
+def list_families() -> list[str]:
+    """Prefixes of model families: ``"timm"`` builds ``"timm:<any timm model name>"``."""
+    _load_builtin()
+    return sorted(_FAMILIES)
+
+
+def _unknown(name: str) -> UserInputError:
+    return UserInputError(f"unknown model {name!r}; known: {', '.join(list_models())}")
+
+
+def _check_num_classes(num_classes: Any) -> int:
+    if isinstance(num_classes, bool) or not isinstance(num_classes, int) or num_classes < 1:
+        raise UserInputError(f"num_classes must be a positive integer (got {num_classes!r})")
+    return num_classes
+
+
+def _check_kwargs(name: str, builder: Callable[..., Any], kwargs: dict[str, Any]) -> None:
+    """Reject keywords the builder does not declare (builders with ``**kwargs`` accept all)."""
+    parameters = inspect.signature(builder).parameters
+    if any(p.kind is inspect.Parameter.VAR_KEYWORD for p in parameters.values()):
+        return
+    accepted = [
+        key
+        for key, p in parameters.items()
+        if p.kind in (inspect.Parameter.KEYWORD_ONLY, inspect.Parameter.POSITIONAL_OR_KEYWORD)
+        and key not in ("num_classes", "model_name")
+    ]
+    for key in kwargs:
+        if key not in accepted:
+            allowed = ", ".join(accepted) if accepted else "none"
+            raise UserInputError(
+                f"model {name!r}: unknown keyword argument {key!r} (accepted: {allowed})"
+            )
+
+
+def build_model(name: str, num_classes: int, **kwargs: Any) -> nn.Module:
+    """Build the model registered as ``name`` with a head of ``num_classes`` outputs.
+
+    Raises :class:`UserInputError` for an unknown name (listing the known ones), an
+    unknown keyword argument (naming it) or a bad value.
+    """
+    _load_builtin()
+    num_classes = _check_num_classes(num_classes)
+    if not isinstance(name, str) or not name:
+        raise UserInputError(f"model name must be a non-empty string (got {name!r})")
+    if FAMILY_SEPARATOR in name:
+        prefix, _, member = name.partition(FAMILY_SEPARATOR)
+        family = _FAMILIES.get(prefix)
+        if family is None or not member:
+            raise _unknown(name)
+        _check_kwargs(name, family, kwargs)
+        return family(member, num_classes, **kwargs)
+    builder = _BUILDERS.get(name)
+    if builder is None:
+        raise _unknown(name)
+    _check_kwargs(name, builder, kwargs)
+    return builder(num_classes, **kwargs)

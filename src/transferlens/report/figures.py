@@ -1,0 +1,198 @@
+"""Figures of the training runs: learning curves (Fig. 2), block shuffling (Fig. 3) and
+fine-tuning from pre-training checkpoints (Fig. 7), plus the helpers every figure uses.
+
+Figures are plain :class:`matplotlib.figure.Figure` objects rendered by the Agg
+canvas (no global pyplot state, no display needed). Metrics are drawn in the unit
+the report prints them in: accuracy in percent, ROC-AUC as a fraction. Where
+several seeds exist, lines are their mean and bands span their minimum to maximum.
+"""
+
+from __future__ import annotations
+
+import io
+import math
+
+import numpy as np
+import pandas as pd
+from matplotlib.axes import Axes
+from matplotlib.figure import Figure
+from matplotlib.ticker import MaxNLocator
+
+from transferlens.report.formatting import (
+    block_label,
+    block_sort_key,
+    metric_axis_label,
+    metric_scale,
+)
+
+INIT_LABELS = {"PT": "P-T", "RIT": "RI-T"}
+COLORS = {
+    "PT": "#1f5fa8",
+    "RIT": "#d2601a",
+    "PT-PT": "#1f5fa8",
+    "PT-RIT": "#7a4fa3",
+    "RIT-RIT": "#d2601a",
+    "PT-P": "#2a9d5b",
+    "RIT-P": "#c43c6e",
+}
+_FALLBACK_COLORS = ("#4d4d4d", "#8c6d31", "#17becf", "#bcbd22")
+DPI = 110
+
+
+def color_of(name: str, position: int = 0) -> str:
+    return COLORS.get(name, _FALLBACK_COLORS[position % len(_FALLBACK_COLORS)])
+
+
+def panel_grid(
+    panels: int, *, columns: int = 3, width: float = 4.4, height: float = 3.3
+) -> tuple[Figure, list[Axes]]:
+    """A figure of ``panels`` axes, ``columns`` per row; unused cells are hidden."""
+    columns = max(1, min(columns, panels))
+    rows = math.ceil(panels / columns)
+    figure = Figure(figsize=(width * columns, height * rows), dpi=DPI, layout="constrained")
+    axes = [figure.add_subplot(rows, columns, index + 1) for index in range(rows * columns)]
+    for extra in axes[panels:]:
+        extra.set_visible(False)
+    return figure, axes[:panels]
+
+
+def figure_png(figure: Figure) -> bytes:
+    """The figure as PNG bytes (white background, so it prints)."""
+    buffer = io.BytesIO()
+    figure.savefig(buffer, format="png", dpi=DPI, facecolor="white")
+    return buffer.getvalue()
+
+
+def style_axes(axes: Axes) -> None:
+    axes.grid(True, color="#dddddd", linewidth=0.6)
+    axes.set_axisbelow(True)
+    for side in ("top", "right"):
+        axes.spines[side].set_visible(False)
+
+
+def plot_learning_curves(curves: pd.DataFrame, targets: list[str], tasks: dict[str, str]) -> Figure:
+    """Fig. 2: test metric vs epoch of P-T and RI-T per target (mean over seeds, min-max band).
+
+    ``curves`` columns: target, init, run_id, epoch, test_metric.
+    """
+    figure, panels = panel_grid(len(targets))
+    for axes, target in zip(panels, targets):
+        scale = metric_scale(tasks[target])
+        rows = curves[curves["target"] == target]
+        for init in ("PT", "RIT"):
+            runs = rows[rows["init"] == init]
+            if runs.empty:
+                continue
+            table = runs.pivot_table(index="epoch", columns="run_id", values="test_metric") * scale
+            mean = table.mean(axis=1)
+            label = f"{INIT_LABELS[init]} ({table.shape[1]} run{'s' if table.shape[1] > 1 else ''})"
+            axes.plot(mean.index, mean.values, color=color_of(init), label=label, linewidth=1.8)
+            if table.shape[1] > 1:
+                axes.fill_between(
+                    table.index,
+                    table.min(axis=1),
+                    table.max(axis=1),
+                    color=color_of(init),
+                    alpha=0.2,
+                )
+        axes.set_title(target)
+        axes.set_xlabel("epoch")
+        axes.xaxis.set_major_locator(MaxNLocator(integer=True))
+        axes.set_ylabel(metric_axis_label(tasks[target]))
+        style_axes(axes)
+        axes.legend(loc="lower right", fontsize=8)
+    return figure
+
+
+def _reuse_means(rows: pd.DataFrame) -> pd.DataFrame:
+    columns = ["metric_pt", "metric_rit", "relative_gap", "speed_pt", "speed_rit"]
+    grouped = rows.groupby(rows["block_size"].fillna(-1), sort=False)[columns]
+    table = (
+        grouped.mean().join(grouped.min().add_suffix("_min")).join(grouped.max().add_suffix("_max"))
+    )
+    table["block_size"] = [None if key == -1 else int(key) for key in table.index]
+    order = sorted(range(len(table)), key=lambda i: block_sort_key(table["block_size"].iloc[i]))
+    return table.iloc[order]
+
+
+def _paired_bars(
+    axes: Axes, table: pd.DataFrame, columns: tuple[str, str], scale: float, errors: bool
+) -> None:
+    positions = np.arange(len(table))
+    for offset, column, init in ((-0.2, columns[0], "PT"), (0.2, columns[1], "RIT")):
+        values = table[column].to_numpy(float) * scale
+        spread = None
+        if errors:
+            spread = np.vstack(
+                [
+                    values - table[f"{column}_min"].to_numpy(float) * scale,
+                    table[f"{column}_max"].to_numpy(float) * scale - values,
+                ]
+            )
+        axes.bar(
+            positions + offset, values, width=0.4, color=color_of(init), label=INIT_LABELS[init],
+            yerr=spread, capsize=2, error_kw={"elinewidth": 0.8},
+        )  # fmt: skip
+    axes.set_xticks(positions, [block_label(size) for size in table["block_size"]])
+    axes.set_xlabel("block size (pixels; 'pixel' = pixel shuffle, 'none' = unshuffled)")
+
+
+def plot_reuse(reuse: pd.DataFrame, targets: list[str], tasks: dict[str, str]) -> Figure:
+    """Fig. 3: per target, final metric of P-T and RI-T per block size with the relative gap
+    (percent) printed over each pair, and their optimisation speed."""
+    shown = [target for target in targets if (reuse["target"] == target).any()]
+    figure, panels = panel_grid(2 * len(shown), columns=2, width=6.0, height=3.4)
+    for index, target in enumerate(shown):
+        rows = reuse[reuse["target"] == target]
+        table = _reuse_means(rows)
+        several = bool(rows.groupby(rows["block_size"].fillna(-1)).size().max() > 1)
+        scale = metric_scale(tasks[target])
+        final_axes, speed_axes = panels[2 * index], panels[2 * index + 1]
+        _paired_bars(final_axes, table, ("metric_pt", "metric_rit"), scale, several)
+        top = np.nanmax(table[["metric_pt", "metric_rit"]].to_numpy(float)) * scale
+        for position, (gap, high) in enumerate(
+            zip(table["relative_gap"], table[["metric_pt", "metric_rit"]].max(axis=1) * scale)
+        ):
+            if np.isfinite(gap):
+                final_axes.text(position, high + 0.02 * top, f"{gap:.0f}%", ha="center", fontsize=7)
+        final_axes.set_ylim(0, top * 1.15 if top > 0 else 1)
+        final_axes.set_title(
+            f"{target}: final {metric_axis_label(tasks[target])}; relative gap over bars"
+        )
+        final_axes.set_ylabel(metric_axis_label(tasks[target]))
+        _paired_bars(speed_axes, table, ("speed_pt", "speed_rit"), scale, several)
+        speed_axes.set_title(f"{target}: optimisation speed")
+        speed_axes.set_ylabel(metric_axis_label(tasks[target], "mean train"))
+        for axes in (final_axes, speed_axes):
+            style_axes(axes)
+            axes.legend(fontsize=8, loc="upper left")
+            axes.tick_params(axis="x", labelsize=8)
+    return figure
+
+
+def plot_pretrain_checkpoints(
+    table: pd.DataFrame, targets: list[str], tasks: dict[str, str]
+) -> Figure:
+    """Fig. 7: final test metric and optimisation speed of P-T vs the pre-training epoch it
+    started from (mean over seeds, min-max band), one panel per target."""
+    shown = [target for target in targets if (table["target"] == target).any()]
+    figure, panels = panel_grid(len(shown))
+    for axes, target in zip(panels, shown):
+        rows = table[table["target"] == target]
+        scale = metric_scale(tasks[target])
+        for column, label, color in (
+            ("final_test_metric", "final test", "#1f5fa8"),
+            ("optimization_speed", "optimisation speed (mean train)", "#2a9d5b"),
+        ):
+            grouped = rows.groupby("pretrain_epoch")[column]
+            mean, low, high = (grouped.agg(f) * scale for f in ("mean", "min", "max"))
+            axes.plot(mean.index, mean.values, marker="o", markersize=4, color=color, label=label)
+            if (grouped.size() > 1).any():
+                axes.fill_between(mean.index, low.values, high.values, color=color, alpha=0.2)
+        axes.set_title(target)
+        axes.set_xlabel("pre-training epoch of P fine-tuned from")
+        axes.xaxis.set_major_locator(MaxNLocator(integer=True))
+        axes.set_ylabel(metric_axis_label(tasks[target], "P-T"))
+        style_axes(axes)
+        axes.legend(fontsize=8, loc="lower right")
+    return figure

@@ -1,0 +1,152 @@
+"""Build the whole report folder: ``<study>/report/index.html`` plus its PNG figures.
+
+The folder is assembled in a staging folder beside the target and swapped into place
+only when complete, so a reader sees the old report or the new one, never a half
+written one. The page is self-contained: CSS inline, figures as files next to it, no
+script and no network access.
+"""
+
+from __future__ import annotations
+
+import shutil
+import tempfile
+from importlib import resources
+from pathlib import Path
+
+import jinja2
+
+from transferlens import __version__
+from transferlens.errors import UserInputError
+from transferlens.io import atomic_write_text
+from transferlens.report import gallery
+from transferlens.report.blocks import Section, SectionContext
+from transferlens.report.findings import Finding, findings_from_results
+from transferlens.report.gallery import ImageLoader
+from transferlens.report.provenance import RUN_COLUMNS, Provenance, collect_provenance, total_time
+from transferlens.report.sections_analysis import (
+    cka_section,
+    criticality_section,
+    distance_section,
+    interpolation_section,
+    mistakes_section,
+)
+from transferlens.report.sections_training import pretrain_section, reuse_section, training_section
+from transferlens.report.tables import StudyResults, load_results, ordered_targets, target_tasks
+
+SECTION_BUILDERS = (
+    training_section,
+    reuse_section,
+    mistakes_section,
+    cka_section,
+    distance_section,
+    interpolation_section,
+    criticality_section,
+    pretrain_section,
+)
+
+
+def _template(name: str) -> str:
+    return resources.files("transferlens.report").joinpath("templates", name).read_text("utf-8")
+
+
+def render_page(
+    *,
+    title: str,
+    results: StudyResults,
+    targets: list[str],
+    tasks: dict[str, str],
+    findings: list[Finding],
+    sections: list[Section],
+    provenance: Provenance,
+) -> str:
+    """The HTML of the page (CSS inlined; every value escaped)."""
+    environment = jinja2.Environment(autoescape=True, undefined=jinja2.StrictUndefined)
+    template = environment.from_string(_template("index.html"))
+    section_titles = {section.id: section.title for section in sections}
+    return template.render(
+        title=title,
+        style=_template("style.css"),
+        version=__version__,
+        study_dir=str(results.study_dir),
+        targets=targets,
+        tasks=tasks,
+        findings=findings,
+        section_titles=section_titles,
+        sections=sections,
+        missing_tables=[f"results/{name}.csv" for name in results.missing],
+        provenance=provenance,
+        run_columns=RUN_COLUMNS,
+        total_time=total_time(provenance),
+    )
+
+
+def _study_title(results: StudyResults) -> str:
+    study = results.study or {}
+    name = study.get("name") if isinstance(study.get("name"), str) else None
+    return name or results.study_dir.resolve().name
+
+
+def _open_permissions(folder: Path) -> None:
+    """Staging files are created private (mkstemp/mkdtemp); a report is meant to be shared."""
+    folder.chmod(0o755)
+    for path in folder.iterdir():
+        path.chmod(0o644)
+
+
+def _swap_into_place(staging: Path, output: Path) -> None:
+    """Replace ``output`` by ``staging`` (two renames; the old folder is removed after)."""
+    _open_permissions(staging)
+    old = None
+    if output.exists():
+        old = Path(tempfile.mkdtemp(prefix=f".{output.name}.old.", dir=output.parent))
+        old.rmdir()
+        output.rename(old)
+    staging.rename(output)
+    if old is not None:
+        shutil.rmtree(old, ignore_errors=True)
+
+
+def build_report(
+    study_dir: str | Path,
+    output_dir: str | Path | None = None,
+    image_loader: ImageLoader | None = None,
+) -> Path:
+    """Write the report of ``study_dir`` and return the path of its ``index.html``.
+
+    ``output_dir`` defaults to ``<study_dir>/report``. ``image_loader(study_dir, target,
+    indices) -> uint8 [n, H, W, C]`` supplies the gallery's test images (default:
+    :func:`transferlens.report.gallery.load_test_images`). Sections whose tables are
+    missing say so; a missing study folder, or a folder with neither ``results/``,
+    ``runs/`` nor ``study.json``, is a UserInputError.
+    """
+    root = Path(study_dir)
+    if not root.is_dir():
+        raise UserInputError(f"{root}: study folder not found")
+    if not any((root / name).exists() for name in ("results", "runs", "study.json")):
+        raise UserInputError(f"{root}: not a study folder (no results/, runs/ or study.json)")
+    output = Path(output_dir) if output_dir is not None else root / "report"
+    output.parent.mkdir(parents=True, exist_ok=True)
+    results = load_results(root)
+    targets = ordered_targets(results)
+    tasks = target_tasks(results, targets)
+    staging = Path(tempfile.mkdtemp(prefix=f".{output.name}.staging.", dir=output.parent))
+    try:
+        # Looked up at call time so that a replaced hook (tests, the data layer) is used.
+        loader = image_loader if image_loader is not None else gallery.load_test_images
+        ctx = SectionContext(results, targets, tasks, staging, loader)
+        sections = [build(ctx) for build in SECTION_BUILDERS]
+        html = render_page(
+            title=_study_title(results),
+            results=results,
+            targets=targets,
+            tasks=tasks,
+            findings=findings_from_results(results),
+            sections=sections,
+            provenance=collect_provenance(root, results.study, results.get("runs")),
+        )
+        atomic_write_text(staging / "index.html", html)
+        _swap_into_place(staging, output)
+    finally:
+        if staging.exists():
+            shutil.rmtree(staging, ignore_errors=True)
+    return output / "index.html"

@@ -1,0 +1,370 @@
+"""Report sections of the analyses between models: mistakes (with the image gallery), CKA,
+parameter distances, interpolation barriers and module criticality."""
+
+from __future__ import annotations
+
+import pandas as pd
+
+from transferlens.errors import UserInputError
+from transferlens.report.blocks import (
+    GalleryBlock,
+    GalleryGroup,
+    GalleryItem,
+    NoteBlock,
+    Section,
+    SectionContext,
+    TableBlock,
+)
+from transferlens.report.figures_analysis import (
+    plot_cka_layers,
+    plot_cka_matrices,
+    plot_conv1_paths,
+    plot_criticality,
+    plot_distance_modules,
+    plot_interpolation,
+    plot_kappa,
+    plot_rewind_heatmap,
+)
+from transferlens.report.formatting import (
+    format_interval,
+    format_metric,
+    format_metric_difference,
+    format_number,
+)
+from transferlens.report.gallery import (
+    CELL_ORDER,
+    MAX_IMAGES_PER_CELL,
+    ImagesUnavailable,
+    cell_title,
+    check_images,
+    model_names,
+    tile_png,
+)
+from transferlens.report.tables import PAIRS
+
+
+def _pair_order(frame: pd.DataFrame) -> list[str]:
+    present = list(dict.fromkeys(frame["pair"].dropna()))
+    return [p for p in PAIRS if p in present] + [p for p in present if p not in PAIRS]
+
+
+def _general(value: object) -> str:
+    """Three significant digits (criticality spans orders of magnitude), ``n/a`` if empty."""
+    return "n/a" if pd.isna(value) else f"{float(value):.3g}"  # type: ignore[arg-type]
+
+
+def _int(value: object) -> str:
+    return "n/a" if pd.isna(value) else str(int(value))  # type: ignore[arg-type]
+
+
+def _gallery_group(
+    ctx: SectionContext, target: str, pair: str, cell: str, chosen: pd.DataFrame
+) -> GalleryGroup:
+    """Load and write the images of one cell (raises ImagesUnavailable)."""
+    first, second = model_names(pair)
+    indices = [int(index) for index in chosen["index"]]
+    loaded = ctx.image_loader(ctx.results.study_dir, target, indices)
+    images = check_images(loaded, len(indices), target)
+    items = [
+        GalleryItem(
+            ctx.image(tile_png(image), f"gallery_{target}_{pair}_{cell}_{index}"),
+            [
+                f"test #{index}, label {label}",
+                f"{first}: {guess_first}",
+                f"{second}: {guess_second}",
+            ],
+        )
+        for image, index, label, guess_first, guess_second in zip(
+            images, indices, chosen["label"], chosen["pred_first"], chosen["pred_second"]
+        )
+    ]
+    return GalleryGroup(f"{cell_title(pair, cell)} ({len(items)} shown)", items)
+
+
+def _gallery_blocks(ctx: SectionContext, section: Section) -> None:
+    examples = ctx.results.get("mistakes_examples")
+    if examples is None:
+        section.missing_note("mistakes_examples", "the gallery of test images")
+        return
+    for target in [t for t in ctx.targets if (examples["target"] == t).any()]:
+        rows = examples[examples["target"] == target]
+        for pair in _pair_order(rows):
+            groups = []
+            for cell in CELL_ORDER:
+                chosen = rows[(rows["pair"] == pair) & (rows["cell"] == cell)]
+                if chosen.empty:
+                    continue
+                try:
+                    groups.append(
+                        _gallery_group(ctx, target, pair, cell, chosen.head(MAX_IMAGES_PER_CELL))
+                    )
+                except (ImagesUnavailable, UserInputError, OSError) as error:
+                    section.blocks.append(
+                        NoteBlock(f"Gallery of {target} not shown: {error}", "warn")
+                    )
+                    return
+            section.blocks.append(
+                GalleryBlock(
+                    f"Test images of {target}, {pair}",
+                    "Real test images from each cell of the table above, with their test-set "
+                    "index, true label and both models' predictions.",
+                    groups,
+                )
+            )
+
+
+def mistakes_section(ctx: SectionContext) -> Section:
+    section = Section(
+        "mistakes",
+        "Common and uncommon mistakes",
+        "For two models on the same test set: examples both get right, both get wrong (common "
+        "mistakes) and exactly one gets wrong (uncommon). Cohen's kappa of the two "
+        "correct/incorrect vectors measures how consistent their errors are; brackets are "
+        "its interval.",
+    )
+    mistakes = ctx.results.get("mistakes")
+    if mistakes is None:
+        return ctx.not_run_section(section, "mistakes")
+    rows = []
+    for target in ctx.targets:
+        for pair in _pair_order(mistakes[mistakes["target"] == target]):
+            chosen = mistakes[(mistakes["target"] == target) & (mistakes["pair"] == pair)]
+            first, second = model_names(pair)
+            for row in chosen.itertuples(index=False):
+                rows.append(
+                    [
+                        target, pair, _int(row.n), _int(row.both_right), _int(row.both_wrong),
+                        f"{_int(row.only_first_wrong)} ({first} wrong)",
+                        f"{_int(row.only_second_wrong)} ({second} wrong)",
+                        format_interval(row.kappa, row.kappa_low, row.kappa_high),
+                    ]
+                )  # fmt: skip
+    section.blocks.append(
+        TableBlock(
+            "The 2 x 2 table of each pair (counts of test examples) and Cohen's kappa [interval].",
+            [
+                "target",
+                "pair",
+                "n",
+                "both right",
+                "both wrong",
+                "only first wrong",
+                "only second wrong",
+                "kappa",
+            ],
+            rows,
+        )  # fmt: skip
+    )
+    section.blocks.append(
+        ctx.figure(
+            plot_kappa(mistakes, ctx.targets),
+            "kappa",
+            "Cohen's kappa per pair with its interval (one point per seed pair).",
+        )
+    )
+    _gallery_blocks(ctx, section)
+    return section
+
+
+def cka_section(ctx: SectionContext) -> Section:
+    section = Section(
+        "cka",
+        "Feature similarity (CKA)",
+        "Linear CKA between the outputs of the same layer in two models (paper Table 1), "
+        "brackets are intervals; then CKA between every pair of layers.",
+    )
+    cka = ctx.results.get("cka")
+    if cka is None:
+        return ctx.not_run_section(section, "cka")
+    for target in [t for t in ctx.targets if (cka["target"] == t).any()]:
+        rows = cka[cka["target"] == target]
+        layers = list(dict.fromkeys(rows["layer"]))
+        means = rows.groupby(["pair", "layer"])[["cka", "cka_low", "cka_high"]].mean()
+        table = []
+        for pair in _pair_order(rows):
+            cells = [
+                format_interval(*means.loc[(pair, layer)])
+                if (pair, layer) in means.index
+                else "n/a"
+                for layer in layers
+            ]
+            table.append([pair, *cells])
+        section.blocks.append(
+            TableBlock(f"{target}: CKA per layer [interval].", ["pair", *layers], table)
+        )
+    section.blocks.append(
+        ctx.figure(
+            plot_cka_layers(cka, ctx.targets),
+            "cka_layers",
+            "CKA per layer for each pair of models; bands are the intervals.",
+        )
+    )
+    matrix = ctx.results.get("cka_matrix")
+    if matrix is None:
+        section.missing_note("cka_matrix", "the layer-by-layer CKA heatmap")
+        return section
+    section.blocks.append(
+        ctx.figure(
+            plot_cka_matrices(matrix, ctx.targets),
+            "cka_matrix",
+            "CKA between every layer of the pair's first model (rows) and every layer of its "
+            "second (columns); one row of panels per target.",
+        )
+    )
+    return section
+
+
+def distance_section(ctx: SectionContext) -> Section:
+    section = Section(
+        "distance",
+        "Parameter distances",
+        "l2 distance between the parameter vectors of two models, whole network (paper Table 2) "
+        "and per module.",
+    )
+    distance = ctx.results.get("distance")
+    if distance is None:
+        return ctx.not_run_section(section, "distance")
+    whole = distance[distance["module"] == "all"]
+    targets = [t for t in ctx.targets if (whole["target"] == t).any()]
+    if targets:
+        means = whole.groupby(["pair", "target"])["l2"].mean()
+        rows = [
+            [pair] + [format_number(means.get((pair, t)), 1) for t in targets]
+            for pair in _pair_order(whole)
+        ]
+        section.blocks.append(
+            TableBlock(
+                "l2 distance of the whole network (mean over seed pairs).", ["pair", *targets], rows
+            )
+        )
+    if (distance["module"] != "all").any():
+        section.blocks.append(
+            ctx.figure(
+                plot_distance_modules(distance, ctx.targets),
+                "distance_modules",
+                "l2 distance per module, from the bottom of the network (left) to the top.",
+            )
+        )
+    return section
+
+
+def interpolation_section(ctx: SectionContext) -> Section:
+    section = Section(
+        "interpolation",
+        "Performance barriers",
+        "Test metric and loss of (1 - lambda) theta + lambda theta' between two models (paper "
+        "Fig. 4). The barrier is the largest drop below the straight line between the ends.",
+    )
+    interpolation, barriers = ctx.results.get("interpolation"), ctx.results.get("barriers")
+    if interpolation is None and barriers is None:
+        return ctx.not_run_section(section, "interpolation", "barriers")
+    if interpolation is not None:
+        section.blocks.append(
+            ctx.figure(
+                plot_interpolation(interpolation, barriers, ctx.targets, ctx.tasks),
+                "interpolation",
+                "Along the line between two models: test metric (left, barrier in the legend) "
+                "and test loss (right).",
+            )
+        )
+    else:
+        section.missing_note("interpolation", "the interpolation curve")
+    if barriers is None:
+        section.missing_note("barriers", "the barrier table")
+        return section
+    rows = []
+    for target in ctx.targets:
+        chosen = barriers[barriers["target"] == target]
+        for pair in _pair_order(chosen):
+            row = chosen[chosen["pair"] == pair][["loss_barrier", "metric_barrier"]].mean()
+            rows.append(
+                [
+                    target,
+                    pair,
+                    format_number(row["loss_barrier"], 3),
+                    format_metric_difference(row["metric_barrier"], ctx.tasks[target]),
+                ]
+            )
+    section.blocks.append(
+        TableBlock(
+            "Barriers (mean over seed pairs).",
+            ["target", "pair", "loss barrier", "metric barrier"],
+            rows,
+        )
+    )
+    return section
+
+
+def criticality_section(ctx: SectionContext) -> Section:
+    section = Section(
+        "criticality",
+        "Module criticality",
+        "Rewinding one module to its initial value, every other module final (paper Fig. 5), "
+        "and Chatterji et al.'s criticality mu_i = min alpha^2 ||theta_f - theta_0||^2 / sigma^2 "
+        "over the (alpha, sigma) whose noisy, partly rewound network keeps the training loss; "
+        "then conv1's test metric over (distance from its init, noise sigma) (paper Fig. 6).",
+    )
+    criticality, paths = ctx.results.get("criticality"), ctx.results.get("criticality_path")
+    if criticality is None and paths is None:
+        return ctx.not_run_section(section, "criticality", "criticality_path")
+    if criticality is None:
+        section.missing_note("criticality", "the rewinding heatmap and the criticality values")
+    else:
+        section.blocks.append(
+            ctx.figure(
+                plot_rewind_heatmap(criticality, ctx.targets, ctx.tasks),
+                "rewind_heatmap",
+                "Test metric after rewinding each module (rows) of each model (columns).",
+            )
+        )
+        section.blocks.append(
+            ctx.figure(
+                plot_criticality(criticality, ctx.targets),
+                "criticality",
+                "Criticality per module (higher = the module cannot move back or take noise).",
+            )
+        )
+        rows = []
+        for target in ctx.targets:
+            chosen = criticality[criticality["target"] == target]
+            columns = ["rewind_metric", "criticality", "alpha", "sigma"]
+            means = chosen.groupby(["module", "init"], sort=False)[columns].mean()
+            for module in dict.fromkeys(chosen["module"]):
+                cells = [target, module]
+                for init in ("PT", "RIT"):
+                    if (module, init) not in means.index:
+                        cells += ["n/a", "n/a"]
+                        continue
+                    row = means.loc[(module, init)]
+                    cells += [
+                        format_metric(row["rewind_metric"], ctx.tasks[target]),
+                        f"{_general(row['criticality'])} (alpha {format_number(row['alpha'])}, "
+                        f"sigma {format_number(row['sigma'])})",
+                    ]
+                rows.append(cells)
+        section.blocks.append(
+            TableBlock(
+                "Rewound metric and criticality (with its minimising alpha and sigma) per module.",
+                [
+                    "target",
+                    "module",
+                    "P-T rewound",
+                    "P-T criticality",
+                    "RI-T rewound",
+                    "RI-T criticality",
+                ],
+                rows,
+            )
+        )
+    if paths is None:
+        section.missing_note("criticality_path", "the conv1 picture over (distance, sigma)")
+    else:
+        section.blocks.append(
+            ctx.figure(
+                plot_conv1_paths(paths, ctx.targets, ctx.tasks),
+                "conv1_paths",
+                "conv1: test metric over the distance from its initial value (x) and the noise "
+                "sigma (y), along the direct path and along the training checkpoints.",
+            )
+        )
+    return section

@@ -1,0 +1,1 @@
+"""Where runs execute: local worker processes, SLURM jobs (submitit), torchrun groups."""

@@ -1,0 +1,141 @@
+"""Multi-process (multi-GPU) runs: one run trained by N processes launched with torchrun.
+
+The local worker that claimed the run (and holds its lock) launches::
+
+    python -m torch.distributed.run --standalone --nproc-per-node N \\
+        -m transferlens.study.executors.torchrun STUDY_DIR RUN_ID
+
+Every process reads the run's planned spec from ``run.json`` and calls
+``transferlens.train.train``, which joins torchrun's process group (NCCL on GPUs,
+gloo on CPUs), shards each batch and lets rank 0 write the run folder. The worker
+follows ``metrics.jsonl`` for progress. Processes die with their parent
+(``PR_SET_PDEATHSIG``): killing the runner never leaves ranks writing to a run folder
+that another runner may claim.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Sequence
+from typing import Any
+
+from transferlens.io import read_jsonl
+from transferlens.study.plan import PlannedRun
+from transferlens.study.store import RUN_FILE, StudyStore, one_line
+
+LOG_FILE = "torchrun.log"
+POLL_SECONDS = 1.0
+
+
+def _set_pdeathsig() -> None:
+    from transferlens.study.executors.local import _die_with_parent
+
+    _die_with_parent()
+
+
+def torchrun_command(study_dir: str, run_id: str, nproc: int) -> list[str]:
+    """The torchrun command line that trains ``run_id`` with ``nproc`` processes."""
+    return [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--standalone",
+        f"--nproc-per-node={nproc}",
+        "-m",
+        "transferlens.study.executors.torchrun",
+        study_dir,
+        run_id,
+    ]
+
+
+def torchrun_launcher(nproc: int, threads: int) -> Callable[..., None]:
+    """A ``launch(store, run, on_epoch)`` for :func:`execute_run` using ``nproc`` processes."""
+
+    def launch(store: StudyStore, run: PlannedRun, on_epoch: Callable[[int, dict[str, Any]], None] | None) -> None:
+        run_dir = store.run_dir(run.run_id)
+        run_dir.mkdir(parents=True, exist_ok=True)
+        per_process = str(max(1, threads // nproc))
+        env = {**os.environ, "OMP_NUM_THREADS": per_process, "MKL_NUM_THREADS": per_process}
+        log_path = run_dir / LOG_FILE
+        seen = len(read_jsonl(run_dir / "metrics.jsonl"))
+        with open(log_path, "ab") as log:
+            process = subprocess.Popen(
+                torchrun_command(str(store.root), run.run_id, nproc),
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                env=env,
+                start_new_session=True,  # one process group: killed together below
+                preexec_fn=_set_pdeathsig,  # noqa: PLW1509 -- needed so ranks never outlive us
+            )
+            try:
+                while process.poll() is None:
+                    time.sleep(POLL_SECONDS)
+                    seen = _report_epochs(run_dir / "metrics.jsonl", seen, on_epoch)
+            finally:
+                if process.poll() is None:
+                    os.killpg(process.pid, signal.SIGKILL)
+                    process.wait()
+        _report_epochs(run_dir / "metrics.jsonl", seen, on_epoch)
+        if process.returncode != 0:
+            raise RuntimeError(
+                f"torchrun exited with code {process.returncode}: {_last_error(log_path)} "
+                f"(log: {log_path})"
+            )
+
+    return launch
+
+
+def _report_epochs(path: Any, seen: int, on_epoch: Callable[[int, dict[str, Any]], None] | None) -> int:
+    records = read_jsonl(path)
+    if on_epoch is not None:
+        for record in records[seen:]:
+            on_epoch(int(record["epoch"]), record)
+    return max(seen, len(records))
+
+
+def _last_error(log_path: Any) -> str:
+    """The most telling line of a failed torchrun log (the last exception line)."""
+    try:
+        lines = [line for line in open(log_path, encoding="utf-8", errors="replace").read().splitlines() if line.strip()]
+    except OSError:
+        return "no log"
+    for line in reversed(lines):
+        if "Error" in line or "Exception" in line:
+            return one_line(line, 200)
+    return one_line(lines[-1], 200) if lines else "no output"
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """One torchrun process: train the run ``RUN_ID`` of ``STUDY_DIR`` (module docstring)."""
+    _set_pdeathsig()
+    args = list(sys.argv[1:] if argv is None else argv)
+    if len(args) != 2:
+        print("usage: python -m transferlens.study.executors.torchrun STUDY_DIR RUN_ID", file=sys.stderr)
+        return 2
+    study_dir, run_id = args
+    import torch
+
+    from transferlens.study.execute import working_directory
+    from transferlens.train import TrainSpec, train
+    from transferlens.validation import validate
+
+    torch.set_num_threads(int(os.environ.get("OMP_NUM_THREADS", "1")))
+    store = StudyStore(study_dir)
+    record = json.loads((store.run_dir(run_id) / RUN_FILE).read_text(encoding="utf-8"))
+    spec = validate(TrainSpec, record["spec"], str(store.run_dir(run_id) / RUN_FILE))
+    try:
+        with working_directory(store.runs_dir):
+            train(spec, store.run_dir(run_id), progress=False)
+    finally:
+        if torch.distributed.is_available() and torch.distributed.is_initialized():
+            torch.distributed.destroy_process_group()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,84 @@
+"""``results/runs.csv``: one row per planned run, its place in the study and its results.
+
+Columns (DESIGN.md): run_id, kind (``source`` | ``target``), init (empty for the
+source, ``PT`` or ``RIT``), target, seed, block_size (integer, ``0`` = pixel shuffle,
+empty = unshuffled), pretrain_epoch (the epoch of P a P-T run started from; empty
+otherwise), epochs, final_test_metric, best_test_metric, optimization_speed (mean
+train metric in evaluation mode over the trained epochs, from complete.json), status
+(complete | running | pending | failed); then extra columns: shuffle_seed, augment,
+groups (``;``-joined: main, block_shuffle, pretrain_checkpoints, source), error.
+Written atomically and regenerated from the run folders whenever runs finish.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+from typing import Any
+
+from transferlens.io import atomic_write_text
+from transferlens.study.plan import Plan
+from transferlens.study.store import StudyStore
+
+COLUMNS = (
+    "run_id",
+    "kind",
+    "init",
+    "target",
+    "seed",
+    "block_size",
+    "pretrain_epoch",
+    "epochs",
+    "final_test_metric",
+    "best_test_metric",
+    "optimization_speed",
+    "status",
+)
+EXTRA_COLUMNS = ("shuffle_seed", "augment", "groups", "error")
+RUNS_CSV = "runs.csv"
+
+
+def _blank(value: Any) -> Any:
+    return "" if value is None else value
+
+
+def run_rows(plan: Plan, store: StudyStore) -> list[dict[str, Any]]:
+    """The rows of runs.csv, in plan order."""
+    rows = []
+    for run in plan:
+        meta = run.meta
+        summary = store.summary(run.run_id) or {}
+        state = store.state(run.run_id)
+        failure = store.failure(run.run_id) if state == "failed" else None
+        rows.append(
+            {
+                "run_id": run.run_id,
+                "kind": meta.kind,
+                "init": meta.init,
+                "target": meta.target,
+                "seed": meta.seed,
+                "block_size": _blank(meta.block_size),
+                "pretrain_epoch": _blank(meta.pretrain_epoch),
+                "epochs": run.epochs,
+                "final_test_metric": _blank(summary.get("final_test_metric")),
+                "best_test_metric": _blank(summary.get("best_test_metric")),
+                "optimization_speed": _blank(summary.get("optimization_speed")),
+                "status": state,
+                "shuffle_seed": _blank(meta.shuffle_seed),
+                "augment": str(meta.augment).lower(),
+                "groups": ";".join(meta.groups),
+                "error": (failure or {}).get("error", ""),
+            }
+        )
+    return rows
+
+
+def write_runs_table(plan: Plan, store: StudyStore) -> str:
+    """Write ``<study>/results/runs.csv`` atomically; returns its path."""
+    buffer = io.StringIO()
+    writer = csv.DictWriter(buffer, fieldnames=COLUMNS + EXTRA_COLUMNS, lineterminator="\n")
+    writer.writeheader()
+    writer.writerows(run_rows(plan, store))
+    path = store.results_dir / RUNS_CSV
+    atomic_write_text(path, buffer.getvalue())
+    return str(path)

@@ -1,0 +1,453 @@
+"""What a study is: one YAML file describing the paper's grid of runs and analyses.
+
+A study names a source (a data set to pre-train on, a weights file, or a model's own
+pre-trained weights), the targets to fine-tune on, the model, the training settings
+of each arm (``pretrain`` = P, ``pt`` = P-T, ``rit`` = RI-T), the repeats (seeds) and
+the two sweeps of the paper (block shuffling and pre-training checkpoints), plus the
+analyses to run on the finished runs. :func:`load_study` validates everything before
+any work starts: unknown keys, wrong types, unknown models or data sets, missing data
+folders and block sizes that do not divide the image size are one-line
+:class:`~transferlens.errors.UserInputError` s (exit code 2).
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import Field, field_validator, model_validator
+
+from transferlens.data.spec import DataSpec
+from transferlens.errors import UserInputError
+from transferlens.validation import StrictModel, read_yaml, validate
+
+ANALYSIS_NAMES = (
+    "reuse",
+    "mistakes",
+    "cka",
+    "distance",
+    "interpolation",
+    "criticality",
+    "pretrain_checkpoints",
+)
+AnalysisName = Literal[
+    "reuse", "mistakes", "cka", "distance", "interpolation", "criticality", "pretrain_checkpoints"
+]
+# Data sets generated in memory: they need no data folder.
+GENERATED_DATASETS = ("synthetic",)
+DATA_ROOT_ENV = "TRANSFERLENS_DATA"
+NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.-]*$"
+ScalarValue = int | float | str | bool | None
+
+
+class ModelSettings(StrictModel):
+    """The network every run of the study trains (``kwargs`` go to ``build_model``)."""
+
+    name: str = Field(min_length=1)
+    kwargs: dict[str, ScalarValue | list[int]] = Field(default_factory=dict)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _from_name(cls, data: Any) -> Any:
+        return {"name": data} if isinstance(data, str) else data
+
+    @field_validator("name")
+    @classmethod
+    def _known_model(cls, name: str) -> str:
+        from transferlens.models import list_models
+
+        known = list_models()
+        families = {entry.split(":", 1)[0] for entry in known if ":" in entry}
+        if name not in known and name.split(":", 1)[0] not in families:
+            raise ValueError(f"unknown model {name!r}; known: {', '.join(known)}")
+        return name
+
+
+class ArmSettings(StrictModel):
+    """Training settings of one arm; unset optional fields keep TrainSpec's defaults.
+
+    ``augment`` switches the training split's random crop and flip; the block-shuffle
+    sweep overrides it with ``block_shuffle.augment`` (the paper's "noaug" configs).
+    """
+
+    epochs: int = Field(ge=1)
+    lr: float = Field(gt=0)
+    batch_size: int | None = Field(default=None, ge=1)
+    momentum: float | None = Field(default=None, ge=0, lt=1)
+    weight_decay: float | None = Field(default=None, ge=0)
+    bias_scale_lr_factor: float | None = Field(default=None, gt=0)
+    lr_milestones: list[int] | None = None
+    lr_gamma: float | None = Field(default=None, gt=0)
+    mixup_alpha: float | None = Field(default=None, ge=0)
+    augment: bool = True
+    eval_batch_size: int | None = Field(default=None, ge=1)
+    num_workers: int | None = Field(default=None, ge=0)
+    amp: Literal["auto"] | bool | None = None
+    channels_last: Literal["auto"] | bool | None = None
+    train_eval: bool | None = None
+    train_eval_size: int | None = Field(default=None, ge=1)
+    checkpoint_every: int | None = Field(default=None, ge=1)
+
+    def train_fields(self) -> dict[str, Any]:
+        """The TrainSpec fields this arm sets (everything but ``augment``; unset left out)."""
+        data = self.model_dump(exclude={"augment"}, exclude_none=True)
+        return data
+
+
+class TrainingSettings(StrictModel):
+    """Settings per arm: P (``pretrain``), P-T (``pt``) and RI-T (``rit``)."""
+
+    pretrain: ArmSettings | None = None
+    pt: ArmSettings | None = None
+    rit: ArmSettings
+
+
+class SourceSettings(StrictModel):
+    """Where P comes from: exactly one of ``data``, ``weights`` or ``pretrained``.
+
+    ``data``: pre-train on this data set with ``training.pretrain`` (seed ``seed``);
+    ``weights``: a weights file (safetensors, or a PyTorch file read with
+    ``weights_only=True``); ``pretrained``: the model's own torchvision/timm weights,
+    ``true`` for the default ones or a mapping of keyword arguments (e.g.
+    ``{weights: IMAGENET1K_V2}``).
+    """
+
+    label: str = "source"
+    data: DataSpec | None = None
+    weights: str | None = None
+    pretrained: bool | dict[str, ScalarValue] | None = None
+    seed: int = Field(default=0, ge=0)
+
+    @model_validator(mode="after")
+    def _exactly_one(self) -> SourceSettings:
+        given = [key for key in ("data", "weights", "pretrained") if getattr(self, key)]
+        if len(given) != 1:
+            raise ValueError("give exactly one of data, weights or pretrained")
+        return self
+
+
+class TargetSettings(StrictModel):
+    """A target data set and its label in tables (e.g. ``real``)."""
+
+    label: str = Field(pattern=NAME_PATTERN)
+    data: DataSpec
+
+
+BlockSize = int | None
+
+
+class BlockShuffleSweep(StrictModel):
+    """The feature-reuse sweep: P-T and RI-T on block-shuffled copies of some targets.
+
+    ``block_sizes``: integers (``0`` = pixel shuffle), ``null``/``"none"`` = unshuffled.
+    ``shuffle_seeds`` pair with the study's ``seeds`` (default ``1234 + i`` for the i-th
+    seed, the paper's ``1234 + s``).
+    """
+
+    targets: list[str] = Field(min_length=1)
+    block_sizes: list[BlockSize] = Field(min_length=1)
+    shuffle_seeds: list[int] | None = None
+    augment: bool = False
+
+    @field_validator("block_sizes", mode="before")
+    @classmethod
+    def _words(cls, sizes: Any) -> Any:
+        if not isinstance(sizes, list):
+            return sizes
+        words = {"none": None, "unshuffled": None, "pixel": 0}
+        return [words.get(size.lower(), size) if isinstance(size, str) else size for size in sizes]
+
+    @field_validator("block_sizes")
+    @classmethod
+    def _non_negative(cls, sizes: list[BlockSize]) -> list[BlockSize]:
+        for size in sizes:
+            if size is not None and size < 0:
+                raise ValueError(f"block sizes are >= 0 (0 = pixel shuffle) or null (got {size})")
+        return sizes
+
+
+class PretrainCheckpointSweep(StrictModel):
+    """P-T from several epochs of P's pre-training (``"final"`` = its last epoch)."""
+
+    targets: list[str] = Field(min_length=1)
+    epochs: list[int | Literal["final"]] = Field(min_length=1)
+
+    @field_validator("epochs")
+    @classmethod
+    def _non_negative(cls, epochs: list[int | str]) -> list[int | str]:
+        if any(isinstance(epoch, int) and epoch < 0 for epoch in epochs):
+            raise ValueError("epochs are >= 0 or 'final'")
+        return epochs
+
+
+class SlurmResources(StrictModel):
+    """Resources of one SLURM job (one run)."""
+
+    partition: str | None = None
+    time_minutes: int = Field(default=24 * 60, ge=1)
+    cpus_per_task: int = Field(default=2, ge=1)
+    gpus_per_task: int = Field(default=0, ge=0)
+    mem_gb: float | None = Field(default=None, gt=0)
+    additional: dict[str, str | int] = Field(default_factory=dict)
+
+
+class SlurmSettings(SlurmResources):
+    """SLURM defaults for every run, with an override for the pre-training run."""
+
+    array_parallelism: int = Field(default=64, ge=1)
+    pretrain: SlurmResources | None = None
+
+
+class StudySpec(StrictModel):
+    """A whole study (see the module docstring; ``studies/*.yaml`` are examples)."""
+
+    name: str = Field(pattern=NAME_PATTERN)
+    description: str = ""
+    output: str | None = Field(default=None, description="study folder (default runs/<name>)")
+    data_root: str | None = Field(default=None, description=f"default: ${DATA_ROOT_ENV}")
+    model: ModelSettings
+    source: SourceSettings
+    targets: list[TargetSettings] = Field(min_length=1)
+    training: TrainingSettings
+    seeds: list[int] = Field(default=[0], min_length=1)
+    block_shuffle: BlockShuffleSweep | None = None
+    pretrain_checkpoints: PretrainCheckpointSweep | None = None
+    analyses: dict[AnalysisName, dict[str, Any] | None] = Field(default_factory=dict)
+    devices: str | list[int | str] | None = None
+    jobs: int | None = Field(default=None, ge=1)
+    slurm: SlurmSettings = Field(default_factory=SlurmSettings)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _merge_data_defaults(cls, data: Any) -> Any:
+        """``data_defaults`` (a partial DataSpec) fills every source/target data entry."""
+        if not isinstance(data, dict) or "data_defaults" not in data:
+            return data
+        data = dict(data)
+        defaults = data.pop("data_defaults")
+        if not isinstance(defaults, dict):
+            return data  # left for the data entries' own validation to report
+        source = data.get("source")
+        if isinstance(source, dict) and isinstance(source.get("data"), dict):
+            data["source"] = {**source, "data": {**defaults, **source["data"]}}
+        targets = data.get("targets")
+        if isinstance(targets, list):
+            data["targets"] = [
+                {**t, "data": {**defaults, **t["data"]}}
+                if isinstance(t, dict) and isinstance(t.get("data"), dict)
+                else t
+                for t in targets
+            ]
+        return data
+
+    @field_validator("seeds")
+    @classmethod
+    def _distinct_seeds(cls, seeds: list[int]) -> list[int]:
+        if len(set(seeds)) != len(seeds) or any(seed < 0 for seed in seeds):
+            raise ValueError("seeds must be distinct integers >= 0")
+        return seeds
+
+    def target(self, label: str) -> TargetSettings:
+        return next(target for target in self.targets if target.label == label)
+
+    @property
+    def pretrains(self) -> bool:
+        """Whether the study pre-trains P itself (a source data set)."""
+        return self.source.data is not None
+
+
+def _check_structure(study: StudySpec, source: str) -> None:
+    """Cross-field rules pydantic cannot see; each error names its key."""
+    labels = [target.label for target in study.targets]
+    duplicated = sorted({label for label in labels if labels.count(label) > 1})
+    if duplicated:
+        raise UserInputError(f"{source}: targets: duplicate label {duplicated[0]!r}")
+    if study.pretrains and study.training.pretrain is None:
+        raise UserInputError(f"{source}: training.pretrain: required when source.data is given")
+    if study.training.pt is None:
+        raise UserInputError(f"{source}: training.pt: required (the P-T arm's settings)")
+    for sweep_name in ("block_shuffle", "pretrain_checkpoints"):
+        sweep = getattr(study, sweep_name)
+        for label in sweep.targets if sweep else []:
+            if label not in labels:
+                raise UserInputError(
+                    f"{source}: {sweep_name}.targets: unknown target {label!r} "
+                    f"(targets: {', '.join(labels)})"
+                )
+    if study.block_shuffle is not None:
+        _check_block_sizes(study, source)
+    if study.pretrain_checkpoints is not None:
+        _check_checkpoint_epochs(study, source)
+
+
+def _check_block_sizes(study: StudySpec, source: str) -> None:
+    sweep = study.block_shuffle
+    assert sweep is not None
+    if sweep.shuffle_seeds is not None and len(sweep.shuffle_seeds) != len(study.seeds):
+        raise UserInputError(
+            f"{source}: block_shuffle.shuffle_seeds: needs one seed per entry of seeds "
+            f"({len(study.seeds)}), got {len(sweep.shuffle_seeds)}"
+        )
+    for label in sweep.targets:
+        index = [target.label for target in study.targets].index(label)
+        image_size = study.targets[index].data.image_size
+        if image_size is None:
+            raise UserInputError(
+                f"{source}: targets.{index}.data.image_size: required for block shuffling"
+            )
+        for size in sweep.block_sizes:
+            if size and image_size % size:
+                raise UserInputError(
+                    f"{source}: block_shuffle.block_sizes: {size} does not divide the image "
+                    f"size {image_size} of target {label!r}"
+                )
+
+
+def _check_checkpoint_epochs(study: StudySpec, source: str) -> None:
+    if not study.pretrains:
+        raise UserInputError(
+            f"{source}: pretrain_checkpoints: needs a source data set to pre-train on "
+            "(source.data)"
+        )
+    pretrain = study.training.pretrain
+    assert pretrain is not None
+    every = pretrain.checkpoint_every or 1
+    for epoch in study.pretrain_checkpoints.epochs:  # type: ignore[union-attr]
+        if epoch == "final":
+            continue
+        if epoch > pretrain.epochs:
+            raise UserInputError(
+                f"{source}: pretrain_checkpoints.epochs: {epoch} is beyond the "
+                f"{pretrain.epochs} pre-training epochs"
+            )
+        if epoch % every and epoch != pretrain.epochs:
+            raise UserInputError(
+                f"{source}: pretrain_checkpoints.epochs: epoch {epoch} is not saved "
+                f"(training.pretrain.checkpoint_every is {every})"
+            )
+
+
+def _check_model_kwargs(study: StudySpec, source: str) -> None:
+    """Build the model on the meta device: checks its keyword arguments, allocates nothing."""
+    import torch
+
+    from transferlens.models import build_model
+
+    kwargs = dict(study.model.kwargs)
+    if any(key in kwargs for key in ("weights", "pretrained")):
+        return  # building would load weights; TrainSpec checks these when the run starts
+    try:
+        with torch.device("meta"):
+            build_model(study.model.name, 2, **kwargs)
+    except UserInputError as error:
+        raise UserInputError(f"{source}: model: {error}") from None
+
+
+def resolve_data_root(study: StudySpec, data_root: str | os.PathLike | None) -> str | None:
+    """The data folder: ``--data-root``, else the study's ``data_root``, else $TRANSFERLENS_DATA."""
+    chosen = data_root or study.data_root or os.environ.get(DATA_ROOT_ENV)
+    return str(Path(chosen).expanduser().resolve()) if chosen else None
+
+
+def _with_data_root(data: DataSpec, root: str | None) -> DataSpec:
+    if data.name in GENERATED_DATASETS:
+        return data
+    if data.root is None:
+        return data.model_copy(update={"root": root}) if root else data
+    path = Path(data.root).expanduser()
+    if not path.is_absolute() and root:
+        path = Path(root) / path
+    return data.model_copy(update={"root": str(path.resolve())})
+
+
+def apply_data_root(study: StudySpec, data_root: str | os.PathLike | None) -> StudySpec:
+    """Fill ``root`` of every real data set from the data folder (relative roots join it)."""
+    root = resolve_data_root(study, data_root)
+    source = study.source
+    if source.data is not None:
+        source = source.model_copy(update={"data": _with_data_root(source.data, root)})
+    targets = [
+        target.model_copy(update={"data": _with_data_root(target.data, root)})
+        for target in study.targets
+    ]
+    return study.model_copy(update={"source": source, "targets": targets, "data_root": root})
+
+
+def data_entries(study: StudySpec) -> list[tuple[str, DataSpec]]:
+    """Every data set of the study with its key path (``source.data``, ``targets.0.data``)."""
+    entries = [("source.data", study.source.data)] if study.source.data is not None else []
+    entries += [(f"targets.{i}.data", t.data) for i, t in enumerate(study.targets)]
+    return entries
+
+
+def path_problems(study: StudySpec, source: str) -> list[str]:
+    """One message per missing data folder or weights file (empty when all exist)."""
+    problems = []
+    for key, data in data_entries(study):
+        if data.name in GENERATED_DATASETS:
+            continue
+        if data.root is None:
+            problems.append(
+                f"{source}: {key}.root: data set {data.name!r} needs a data folder; set "
+                f"data_root in the study, --data-root or ${DATA_ROOT_ENV}"
+            )
+        elif not Path(data.root).is_dir():
+            hint = "" if study.data_root else f" (relative roots join data_root, --data-root or ${DATA_ROOT_ENV})"
+            problems.append(f"{source}: {key}.root: data folder {data.root} not found{hint}")
+    weights = study.source.weights
+    if weights is not None and not Path(weights).is_file():
+        problems.append(f"{source}: source.weights: file {weights} not found")
+    return problems
+
+
+def check_paths(study: StudySpec, source: str) -> None:
+    """Raise for the first missing data folder or weights file."""
+    problems = path_problems(study, source)
+    if problems:
+        raise UserInputError(problems[0])
+
+
+def parse_study(
+    data: dict[str, Any],
+    source: str,
+    *,
+    data_root: str | os.PathLike | None = None,
+    require_paths: bool = True,
+) -> StudySpec:
+    """Validate a study mapping completely (see :func:`load_study`)."""
+    study = validate(StudySpec, data, source)
+    _check_structure(study, source)
+    _check_model_kwargs(study, source)
+    if study.source.weights is not None:
+        weights = str(Path(study.source.weights).expanduser().resolve())
+        study = study.model_copy(
+            update={"source": study.source.model_copy(update={"weights": weights})}
+        )
+    study = apply_data_root(study, data_root)
+    if require_paths:
+        check_paths(study, source)
+    return study
+
+
+def load_study(
+    path: str | os.PathLike,
+    *,
+    data_root: str | os.PathLike | None = None,
+    require_paths: bool = True,
+) -> StudySpec:
+    """Read and validate a study YAML file before any work starts.
+
+    Relative paths (``source.weights``, ``data_root``) are resolved against the
+    current folder; a data set's relative ``root`` joins the data folder. With
+    ``require_paths=False`` (planning) missing data folders are not errors.
+    """
+    return parse_study(
+        read_yaml(path), str(path), data_root=data_root, require_paths=require_paths
+    )
+
+
+def default_output(study: StudySpec) -> Path:
+    """Where the study's folder goes unless ``--out`` says otherwise."""
+    return Path(study.output) if study.output else Path("runs") / study.name
+

@@ -1,0 +1,124 @@
+"""Text summaries of a study: its plan (``transferlens plan``) and its state (``status``).
+
+Both read only the study folder's files, so they are safe to run while runners work.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from pathlib import Path
+
+from transferlens.study.plan import GROUPS, Plan, RunMeta
+from transferlens.study.store import STATES, StudyStore
+
+ANALYSIS_TABLES = {
+    "reuse": ("reuse.csv",),
+    "mistakes": ("mistakes.csv",),
+    "cka": ("cka.csv",),
+    "distance": ("distance.csv",),
+    "interpolation": ("interpolation.csv", "barriers.csv"),
+    "criticality": ("criticality.csv",),
+    "pretrain_checkpoints": ("pretrain_checkpoints.csv",),
+}
+
+
+def _arm(meta: RunMeta) -> str:
+    return "P (source)" if meta.kind == "source" else "P-T" if meta.init == "PT" else "RI-T"
+
+
+def plan_summary(plan: Plan, store: StudyStore, *, list_runs: bool = False) -> str:
+    """Runs by arm and target, by group, and the total with how many are complete."""
+    complete = {run.run_id for run in plan if store.is_complete(run.run_id)}
+    rows: Counter[tuple[str, str]] = Counter()
+    done: Counter[tuple[str, str]] = Counter()
+    for run in plan:
+        key = (_arm(run.meta), run.meta.target)
+        rows[key] += 1
+        done[key] += run.run_id in complete
+    lines = [f"study {plan.study.name}: {len(plan)} runs ({len(complete)} complete) -> {store.root}"]
+    lines.append(f"  {'arm':<11} {'target':<16} {'runs':>5} {'complete':>9}")
+    for (arm, target), count in rows.items():
+        lines.append(f"  {arm:<11} {target:<16} {count:>5} {done[(arm, target)]:>9}")
+    lines.append(f"  {'total':<28} {len(plan):>5} {len(complete):>9}")
+    groups: Counter[str] = Counter(group for run in plan for group in run.meta.groups)
+    shown = [f"{group} {groups[group]}" for group in GROUPS if groups[group]]
+    lines.append("  by sweep (a run may serve several): " + ", ".join(shown))
+    epochs = sum(run.epochs for run in plan if run.run_id not in complete)
+    lines.append(f"  training epochs left: {epochs}")
+    analyses = ", ".join(plan.study.analyses) or "none"
+    lines.append(f"  analyses: {analyses}")
+    if list_runs:
+        lines.append("")
+        for run in plan:
+            state = "complete" if run.run_id in complete else ""
+            after = f" after {run.depends_on.run_id}@{run.depends_on.epoch}" if run.depends_on else ""
+            lines.append(f"  {run.run_id}  {run.meta.describe():<40} {run.epochs:>4} ep{after}  {state}")
+    return "\n".join(lines)
+
+
+def study_status(store: StudyStore) -> str:
+    """Runs by state (running with their epoch, failed with their error), analyses, report."""
+    data = store.read_study()
+    planned = store.planned_runs()
+    states = {run_id: store.state(run_id) for run_id, _, _ in planned}
+    counts = Counter(states.values())
+    lines = [f"study {data.get('name')}: {len(planned)} runs in {store.root}"]
+    for state in STATES:
+        lines.append(f"  {state:<9} {counts.get(state, 0):>5}")
+        if state == "running":
+            for run_id, meta, _ in planned:
+                if states[run_id] == "running":
+                    epoch = store.last_epoch(run_id)
+                    shown = "starting" if epoch is None else f"epoch {epoch}"
+                    lines.append(f"    {run_id}  {meta.describe()}  ({shown})")
+        if state == "failed":
+            for run_id, meta, _ in planned:
+                if states[run_id] == "failed":
+                    error = (store.failure(run_id) or {}).get("error", "")
+                    lines.append(f"    {run_id}  {meta.describe()}: {error}")
+    by_arm: Counter[str] = Counter()
+    by_arm_done: Counter[str] = Counter()
+    for run_id, meta, _ in planned:
+        by_arm[_arm(meta)] += 1
+        by_arm_done[_arm(meta)] += states[run_id] == "complete"
+    lines.append("  by arm: " + ", ".join(f"{arm} {by_arm_done[arm]}/{n}" for arm, n in by_arm.items()))
+    known = {run_id for run_id, _, _ in planned}
+    strays = [p.name for p in store.runs_dir.glob("*") if p.is_dir() and p.name not in known]
+    if strays:
+        lines.append(f"  {len(strays)} run folder(s) not in the current plan (an earlier version)")
+    lines.extend(_analyses_lines(store, list(data.get("study", {}).get("analyses") or {})))
+    return "\n".join(lines)
+
+
+def _analyses_lines(store: StudyStore, requested: list[str]) -> list[str]:
+    state = store.analyses_state()
+    if not requested:
+        return ["  analyses: none requested", f"  report: {_report_line(store)}"]
+    if state is None:
+        line = "not run yet (they run once every run is complete)"
+    else:
+        line = state["state"] + (f": {state['detail']}" if state.get("detail") else "")
+        line += f" ({state.get('time', '')})"
+    lines = [f"  analyses: {line}"]
+    present = []
+    missing = []
+    for name in requested:
+        tables = ANALYSIS_TABLES.get(name, (f"{name}.csv",))
+        if all((store.results_dir / table).is_file() for table in tables):
+            present.append(name)
+        else:
+            missing.append(name)
+    if requested:
+        lines.append(
+            f"    tables: {len(present)}/{len(requested)} written"
+            + (f" (missing: {', '.join(missing)})" if missing else "")
+        )
+    runs_csv = store.results_dir / "runs.csv"
+    lines.append(f"    runs.csv: {'written' if runs_csv.is_file() else 'not written yet'}")
+    lines.append(f"  report: {_report_line(store)}")
+    return lines
+
+
+def _report_line(store: StudyStore) -> str:
+    report = Path(store.root) / "report" / "index.html"
+    return str(report) if report.is_file() else "not written yet"

@@ -1,0 +1,237 @@
+"""The study folder on disk: run folders, locks, failures, the plan and results.
+
+Layout (DESIGN.md "run store")::
+
+    <study>/study.json                the study spec and its planned runs (metadata)
+    <study>/runs/<run_id>/            one run folder each (transferlens.train's layout)
+        run.json                      what the run is in the study (kind, init, target, ...)
+        error.json, traceback.txt     written when the run failed (error.json = one line)
+    <study>/locks/<run_id>.lock       held by the process training the run
+    <study>/results/*.csv             runs.csv and the analyses' tables
+    <study>/analyses.json             where the analyses stand (complete / failed / skipped)
+
+A run's state is read from these files alone: ``complete`` (complete.json),
+``failed`` (error.json), ``running`` (its lock is held), else ``pending``. P-T specs
+name their source run by id (``init.run``), resolved against ``<study>/runs``: the
+study folder can be moved as a whole.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import time
+import traceback
+from pathlib import Path
+from typing import Any, Literal
+
+from safetensors import safe_open
+
+from transferlens.io import atomic_write_json, atomic_write_text, read_jsonl
+from transferlens.study.locks import RunLock, is_locked
+from transferlens.study.plan import Dependency, Plan, PlannedRun, RunMeta
+
+RunState = Literal["complete", "failed", "running", "pending"]
+STATES: tuple[RunState, ...] = ("complete", "running", "pending", "failed")
+STUDY_FILE = "study.json"
+RUN_FILE = "run.json"
+ERROR_FILE = "error.json"
+TRACEBACK_FILE = "traceback.txt"
+ANALYSES_FILE = "analyses.json"
+COMPLETE_FILE = "complete.json"
+METRICS_FILE = "metrics.jsonl"
+
+
+def one_line(text: str, limit: int = 300) -> str:
+    """Whitespace collapsed to single spaces, cut at ``limit`` characters."""
+    flat = " ".join(str(text).split())
+    return flat if len(flat) <= limit else flat[: limit - 3] + "..."
+
+
+def error_line(error: BaseException) -> str:
+    """``Type: message`` on one line."""
+    return one_line(f"{type(error).__name__}: {error}")
+
+
+class StudyStore:
+    """Paths and states of one study folder (see the module docstring)."""
+
+    def __init__(self, root: str | os.PathLike) -> None:
+        self.root = Path(root).expanduser().resolve()
+
+    @property
+    def runs_dir(self) -> Path:
+        return self.root / "runs"
+
+    @property
+    def locks_dir(self) -> Path:
+        return self.root / "locks"
+
+    @property
+    def results_dir(self) -> Path:
+        return self.root / "results"
+
+    @property
+    def study_file(self) -> Path:
+        return self.root / STUDY_FILE
+
+    def run_dir(self, run_id: str) -> Path:
+        return self.runs_dir / run_id
+
+    def lock(self, run_id: str) -> RunLock:
+        return RunLock(self.locks_dir / f"{run_id}.lock")
+
+    # ---------------------------------------------------------------- run states
+
+    def is_complete(self, run_id: str) -> bool:
+        return (self.run_dir(run_id) / COMPLETE_FILE).is_file()
+
+    def failure(self, run_id: str) -> dict[str, Any] | None:
+        """The content of error.json (``error``: one line), or None."""
+        path = self.run_dir(run_id) / ERROR_FILE
+        if not path.is_file():
+            return None
+        try:
+            return json.loads(path.read_text(encoding="utf-8"))
+        except (json.JSONDecodeError, OSError):
+            return {"error": f"unreadable {path.name}"}
+
+    def is_running(self, run_id: str) -> bool:
+        return is_locked(self.locks_dir / f"{run_id}.lock")
+
+    def state(self, run_id: str) -> RunState:
+        if self.is_complete(run_id):
+            return "complete"
+        if self.is_running(run_id):
+            return "running"
+        if self.failure(run_id) is not None:
+            return "failed"
+        return "pending"
+
+    def last_epoch(self, run_id: str) -> int | None:
+        """The last epoch with a metrics record (None before epoch 0 is evaluated)."""
+        records = read_jsonl(self.run_dir(run_id) / METRICS_FILE)
+        return int(records[-1]["epoch"]) if records else None
+
+    def summary(self, run_id: str) -> dict[str, Any] | None:
+        path = self.run_dir(run_id) / COMPLETE_FILE
+        return json.loads(path.read_text(encoding="utf-8")) if path.is_file() else None
+
+    def checkpoint_ready(self, dependency: Dependency) -> bool:
+        """Whether checkpoint ``epoch`` of the source run is final (never rewritten).
+
+        A checkpoint is final once the run is complete or its resume state has passed
+        that epoch: a resumed run restarts after its resume state, so later epochs may
+        be rewritten but this one never is.
+        """
+        folder = self.run_dir(dependency.run_id)
+        if (folder / COMPLETE_FILE).is_file():
+            return True
+        checkpoint = folder / "checkpoints" / f"epoch_{dependency.epoch:04d}.safetensors"
+        resume = folder / "resume.safetensors"
+        if not checkpoint.is_file() or not resume.is_file():
+            return False
+        try:
+            with safe_open(str(resume), framework="pt") as handle:
+                resumed_epoch = int((handle.metadata() or {}).get("epoch", -1))
+        except Exception:  # being replaced right now: ask again on the next poll
+            return False
+        return resumed_epoch >= dependency.epoch
+
+    # ---------------------------------------------------------------- writing
+
+    def record_failure(self, run_id: str, error: BaseException | str, trace: str | None = None) -> str:
+        """Write error.json (one line) and traceback.txt; returns the line."""
+        line = error_line(error) if isinstance(error, BaseException) else one_line(error)
+        if trace is None and isinstance(error, BaseException):
+            trace = "".join(traceback.format_exception(type(error), error, error.__traceback__))
+        folder = self.run_dir(run_id)
+        atomic_write_text(folder / TRACEBACK_FILE, trace or line + "\n")
+        atomic_write_json(
+            folder / ERROR_FILE,
+            {
+                "run_id": run_id,
+                "error": line,
+                "time": time.strftime("%Y-%m-%dT%H:%M:%S"),
+                "host": socket.gethostname(),
+                "pid": os.getpid(),
+                "last_epoch": self.last_epoch(run_id),
+            },
+        )
+        return line
+
+    def clear_failure(self, run_id: str) -> None:
+        (self.run_dir(run_id) / ERROR_FILE).unlink(missing_ok=True)
+
+    def write_run_json(self, run: PlannedRun) -> None:
+        """run.json: the run's meta, dependency and planned spec (``init.run`` = a run id)."""
+        atomic_write_json(self.run_dir(run.run_id) / RUN_FILE, run_record(run))
+
+    def write_study(self, plan: Plan, source_file: str | None = None) -> None:
+        """study.json: the validated study spec and every planned run's record."""
+        atomic_write_json(
+            self.study_file,
+            {
+                "name": plan.study.name,
+                "source_file": source_file,
+                "study": plan.study.model_dump(mode="json"),
+                "runs": [
+                    {key: value for key, value in run_record(run).items() if key != "spec"}
+                    for run in plan
+                ],
+            },
+        )
+
+    def read_study(self) -> dict[str, Any]:
+        from transferlens.errors import UserInputError
+
+        if not self.study_file.is_file():
+            raise UserInputError(f"{self.root}: not a study folder (no {STUDY_FILE})")
+        try:
+            return json.loads(self.study_file.read_text(encoding="utf-8"))
+        except json.JSONDecodeError:
+            raise UserInputError(f"{self.study_file}: not valid JSON") from None
+
+    def planned_runs(self) -> list[tuple[str, RunMeta, Dependency | None]]:
+        """The runs study.json lists: (run id, meta, dependency)."""
+        entries = []
+        for entry in self.read_study()["runs"]:
+            dependency = entry.get("depends_on")
+            entries.append(
+                (
+                    entry["run_id"],
+                    RunMeta.from_json(entry["meta"]),
+                    Dependency(**dependency) if dependency else None,
+                )
+            )
+        return entries
+
+    def load_plan(self) -> Plan:
+        """The plan re-built from study.json (for analyses and reports of a finished study)."""
+        from transferlens.study.plan import plan_study
+        from transferlens.study.spec import parse_study
+
+        data = self.read_study()
+        study = parse_study(data["study"], str(self.study_file), require_paths=False)
+        return plan_study(study, str(self.study_file))
+
+    def write_analyses_state(self, state: str, detail: str = "") -> None:
+        atomic_write_json(
+            self.root / ANALYSES_FILE,
+            {"state": state, "detail": one_line(detail), "time": time.strftime("%Y-%m-%dT%H:%M:%S")},
+        )
+
+    def analyses_state(self) -> dict[str, Any] | None:
+        path = self.root / ANALYSES_FILE
+        return json.loads(path.read_text(encoding="utf-8")) if path.is_file() else None
+
+
+def run_record(run: PlannedRun) -> dict[str, Any]:
+    """The JSON of a planned run: id, meta, dependency and spec."""
+    return {
+        "run_id": run.run_id,
+        "meta": run.meta.to_json(),
+        "depends_on": run.depends_on.__dict__ if run.depends_on else None,
+        "spec": run.spec.model_dump(mode="json"),
+    }

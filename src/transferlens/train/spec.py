@@ -1,0 +1,146 @@
+"""What a training run is: :class:`TrainSpec` and the ways its weights can start.
+
+Defaults follow the paper's protocol (SGD, momentum 0.9, weight decay 1e-4 on all
+parameters, bias/scale parameters at lr/10). Initialisations (``init.kind``):
+
+* ``random``: the model's own init, drawn from ``init.seed`` (default: derived from
+  the run seed). Two runs with the same ``init.seed`` and different ``seed`` start from
+  the same weights but see different data orders.
+* ``run``: P-T from a run folder's checkpoint (``epoch``: an int, ``"final"`` or
+  ``"best"``), ``file``: from a weights file (safetensors, or a PyTorch file read with
+  ``weights_only=True``), ``pretrained``: from the model's own pre-trained weights
+  (torchvision ``weights``/timm ``pretrained`` keyword arguments). For all three the
+  head is re-initialised (its seed derived from the run seed) and every other weight
+  is loaded: at epoch 0 a P-T model differs from P only in its head.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Annotated, Any, Literal
+
+from pydantic import ConfigDict, Field, field_validator
+
+from transferlens.data.spec import DataSpec
+from transferlens.validation import StrictModel
+
+ScalarValue = int | float | str | bool | None
+DEVICE_PATTERN = re.compile(r"^(auto|cpu|cuda(:\d+)?|mps)$")
+# Fields that change how fast a run goes, never what it computes: a resumed run may
+# differ in them from the run it continues.
+EXECUTION_FIELDS = ("num_workers", "eval_batch_size")
+
+
+class RandomInit(StrictModel):
+    """Random initialisation; ``seed`` None derives it from the run seed."""
+
+    kind: Literal["random"] = "random"
+    seed: int | None = Field(default=None, ge=0)
+
+
+class RunInit(StrictModel):
+    """Start from a checkpoint of another run folder (its head is replaced)."""
+
+    kind: Literal["run"]
+    run: str = Field(min_length=1, description="run folder to start from")
+    epoch: int | Literal["final", "best"] = Field(
+        default="final", description="checkpoint epoch, 'final' or 'best'"
+    )
+
+    @field_validator("epoch")
+    @classmethod
+    def _non_negative(cls, epoch: int | str) -> int | str:
+        if isinstance(epoch, int) and epoch < 0:
+            raise ValueError("must be >= 0, 'final' or 'best'")
+        return epoch
+
+
+class FileInit(StrictModel):
+    """Start from a weights file (its head entries, if any, are ignored)."""
+
+    kind: Literal["file"]
+    path: str = Field(min_length=1)
+
+
+class PretrainedInit(StrictModel):
+    """Start from the model's own pre-trained weights (torchvision or timm).
+
+    ``kwargs`` are added to the model's keyword arguments when it is built; by default
+    ``{"pretrained": true}`` for ``timm:`` models and ``{"weights": "DEFAULT"}`` otherwise.
+    """
+
+    kind: Literal["pretrained"]
+    kwargs: dict[str, ScalarValue] | None = None
+
+    def build_kwargs(self, model: str) -> dict[str, Any]:
+        if self.kwargs is not None:
+            return dict(self.kwargs)
+        return {"pretrained": True} if model.startswith("timm:") else {"weights": "DEFAULT"}
+
+
+InitSpec = Annotated[RandomInit | RunInit | FileInit | PretrainedInit, Field(discriminator="kind")]
+
+
+class TrainSpec(StrictModel):
+    """One training run: model, data, initialisation and the optimisation protocol."""
+
+    model_config = ConfigDict(protected_namespaces=())  # allow the field name model_kwargs
+
+    model: str = Field(min_length=1, description="model registry name, e.g. fixup_resnet10")
+    model_kwargs: dict[str, ScalarValue | list[int]] = Field(default_factory=dict)
+    data: DataSpec
+    init: InitSpec = Field(default_factory=RandomInit)
+    epochs: int = Field(ge=1)
+    batch_size: int = Field(default=128, ge=1, description="global batch (all processes)")
+    lr: float = Field(gt=0)
+    momentum: float = Field(default=0.9, ge=0, lt=1)
+    weight_decay: float = Field(default=1e-4, ge=0)
+    bias_scale_lr_factor: float = Field(default=0.1, gt=0, description="lr factor of bias/scale")
+    lr_milestones: list[int] = Field(
+        default_factory=list, description="epochs after which lr x gamma"
+    )
+    lr_gamma: float = Field(default=0.1, gt=0)
+    mixup_alpha: float = Field(default=0.0, ge=0, description="0 = no mixup")
+    eval_batch_size: int = Field(default=256, ge=1)
+    seed: int = Field(default=0, ge=0)
+    num_workers: int = Field(default=0, ge=0)
+    device: str = "auto"
+    amp: Literal["auto"] | bool = "auto"
+    channels_last: Literal["auto"] | bool = "auto"
+    train_eval: bool = Field(default=True, description="evaluate the train split every epoch")
+    train_eval_size: int | None = Field(default=None, ge=1)
+    checkpoint_every: int = Field(default=1, ge=1)
+
+    @field_validator("lr_milestones")
+    @classmethod
+    def _increasing(cls, milestones: list[int]) -> list[int]:
+        if any(m < 1 for m in milestones):
+            raise ValueError("milestones must be epochs >= 1")
+        if any(b <= a for a, b in zip(milestones, milestones[1:])):
+            raise ValueError("milestones must be strictly increasing")
+        return milestones
+
+    @field_validator("device")
+    @classmethod
+    def _known_device(cls, device: str) -> str:
+        if not DEVICE_PATTERN.match(device):
+            raise ValueError("expected auto, cpu, cuda, cuda:N or mps")
+        return device
+
+    @field_validator("model")
+    @classmethod
+    def _model_exists(cls, model: str) -> str:
+        from transferlens.models import list_models
+
+        known = list_models()
+        families = {name.split(":", 1)[0] for name in known if ":" in name}
+        if model not in known and model.split(":", 1)[0] not in families:
+            raise ValueError(f"unknown model {model!r}; known: {', '.join(known)}")
+        return model
+
+    def comparable(self) -> dict[str, Any]:
+        """The spec as JSON data without :data:`EXECUTION_FIELDS` (for resume checks)."""
+        data = self.model_dump(mode="json")
+        for name in EXECUTION_FIELDS:
+            data.pop(name, None)
+        return data

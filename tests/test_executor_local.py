@@ -1,0 +1,166 @@
+"""The local executor on tiny synthetic studies: order, failures, idempotence, sharing."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pandas as pd
+import pytest
+import yaml
+
+from transferlens.cli import main
+from transferlens.errors import UserInputError
+from transferlens.study.executors.local import make_slots
+from transferlens.study.runner import execute_plan, open_study
+
+HERE = Path(__file__).resolve().parent
+TRAIN = "test_executor_local:counting_train"
+STUDY = {
+    "name": "local",
+    "model": {"name": "fixup_resnet10", "kwargs": {"stem": "cifar", "width": 4}},
+    "data_defaults": {
+        "name": "synthetic",
+        "image_size": 8,
+        "train_size": 32,
+        "test_size": 16,
+        "options": {"source_classes": 4, "target_classes": 3},
+    },
+    "source": {"data": {"domain": "source"}},
+    "targets": [{"label": "real", "data": {"domain": "real"}}],
+    "training": {
+        "pretrain": {"epochs": 2, "lr": 0.05, "batch_size": 16},
+        "pt": {"epochs": 1, "lr": 0.02, "batch_size": 16},
+        "rit": {"epochs": 1, "lr": 0.05, "batch_size": 16},
+    },
+    "seeds": [0],
+}
+
+
+def counting_train(spec, run_dir, **kwargs):
+    """The real training, after logging that it started (one line per start).
+
+    ``TL_TEST_FAIL``: ``source`` fails the source run, ``die`` SIGKILLs the worker
+    training the RI-T run; ``TL_TEST_SLEEP`` seconds are slept first (overlap runners).
+    """
+    from transferlens.train import train
+
+    run_dir = Path(run_dir)
+    with open(run_dir.parents[1] / "trained.log", "a", encoding="utf-8") as log:
+        log.write(f"{run_dir.name} {os.getpid()}\n")
+    time.sleep(float(os.environ.get("TL_TEST_SLEEP", "0")))
+    fail = os.environ.get("TL_TEST_FAIL", "")
+    if fail == "source" and run_dir.name.startswith("source"):
+        raise RuntimeError("planned failure\nof the source")
+    if fail == "die" and spec.init.kind == "random" and run_dir.name.startswith("target"):
+        os.kill(os.getpid(), signal.SIGKILL)
+    return train(spec, run_dir, **kwargs)
+
+
+def _study_file(tmp_path: Path, **changes) -> Path:
+    path = tmp_path / "study.yaml"
+    path.write_text(yaml.safe_dump({**STUDY, **changes}), encoding="utf-8")
+    return path
+
+
+def _trained(out: Path) -> list[str]:
+    log = out / "trained.log"
+    return [line.split()[0] for line in log.read_text().splitlines()] if log.exists() else []
+
+
+def _run(study: Path, out: Path, **options):
+    plan, store = open_study(study, out=out)
+    options = {"devices": "cpu", "jobs": 1, "progress": False, "train_function": TRAIN, **options}
+    return plan, store, execute_plan(plan, store, **options)
+
+
+def test_study_runs_once_and_a_second_invocation_returns_at_once(tmp_path, capsys):
+    study, out = _study_file(tmp_path), tmp_path / "out"
+    plan, store, report = _run(study, out, jobs=2)
+    assert report.ok and report.complete == report.total == len(plan) == 3
+    assert sorted(_trained(out)) == sorted(plan.runs)  # each run trained exactly once
+    table = pd.read_csv(out / "results" / "runs.csv")
+    assert set(table.status) == {"complete"} and table.final_test_metric.notna().all()
+    pt = plan.select(init="PT")[0]
+    assert (store.run_dir(pt.run_id) / "run.json").is_file()
+    start = time.perf_counter()
+    assert main(["run", str(study), "--out", str(out), "--devices", "cpu", "--no-progress"]) == 0
+    elapsed = time.perf_counter() - start
+    assert "3/3 runs complete (0 trained now)" in capsys.readouterr().out
+    assert elapsed < 5.0, elapsed  # no worker was even started
+    assert sorted(_trained(out)) == sorted(plan.runs)
+
+
+def test_failed_source_skips_its_dependents_until_retried(tmp_path, monkeypatch):
+    study, out = _study_file(tmp_path), tmp_path / "out"
+    monkeypatch.setenv("TL_TEST_FAIL", "source")
+    plan, store, report = _run(study, out)
+    source = plan.source_run.run_id
+    pt = plan.select(init="PT")[0].run_id
+    rit = plan.select(init="RIT")[0].run_id
+    assert report.failed == {source: "RuntimeError: planned failure of the source"}
+    assert list(report.blocked) == [pt] and source in report.blocked[pt]
+    assert store.is_complete(rit) and not report.ok
+    assert report.analyses.startswith("not run")
+    assert "Traceback" in (store.run_dir(source) / "traceback.txt").read_text()
+    monkeypatch.delenv("TL_TEST_FAIL")
+    _, _, again = _run(study, out)  # failures stay failures unless retried
+    assert again.failed == report.failed and again.trained == []
+    _, _, retried = _run(study, out, retry_failed=True)
+    assert retried.ok and sorted(retried.trained) == sorted([source, pt])
+    assert store.failure(source) is None
+    assert _trained(out).count(source) == 2 and _trained(out).count(rit) == 1
+
+
+def test_a_worker_killed_mid_run_is_recorded_as_failed(tmp_path, monkeypatch):
+    study, out = _study_file(tmp_path), tmp_path / "out"
+    monkeypatch.setenv("TL_TEST_FAIL", "die")
+    plan, store, report = _run(study, out)
+    rit = plan.select(init="RIT")[0].run_id
+    assert list(report.failed) == [rit]
+    assert "worker process died" in report.failed[rit] and "SIGKILL" in report.failed[rit]
+    assert report.complete == 2 and not store.is_running(rit)
+
+
+def test_two_runners_together_train_each_run_exactly_once(tmp_path):
+    study = _study_file(tmp_path, seeds=[0, 1])
+    out = tmp_path / "out"
+    code = (
+        "import sys\n"
+        f"sys.path.insert(0, {str(HERE)!r})\n"
+        "from transferlens.study.runner import execute_plan, open_study\n"
+        f"plan, store = open_study({str(study)!r}, out={str(out)!r})\n"
+        f"report = execute_plan(plan, store, devices='cpu', jobs=1, progress=False, train_function={TRAIN!r})\n"
+        "sys.exit(0 if report.ok else 1)\n"
+    )
+    env = {**os.environ, "TL_TEST_SLEEP": "0.3"}
+    runners = [subprocess.Popen([sys.executable, "-c", code], env=env) for _ in range(2)]
+    codes = [runner.wait(timeout=240) for runner in runners]
+    assert codes == [0, 0]
+    plan, store = open_study(study, out=out)
+    assert all(store.is_complete(run_id) for run_id in plan.runs)
+    trained = _trained(out)
+    assert sorted(trained) == sorted(plan.runs), trained  # each exactly once
+    pids = {line.split()[1] for line in (out / "trained.log").read_text().splitlines()}
+    assert len(pids) >= 2  # both runners did some of the work
+
+
+def test_slots_from_devices_and_jobs():
+    cores = os.cpu_count() or 1
+    slots = make_slots("cpu", jobs=3)
+    assert [slot.label for slot in slots] == ["cpu#0", "cpu#1", "cpu#2"]
+    assert all(slot.visible_devices == "" and slot.threads == max(1, cores // 3) for slot in slots)
+    assert make_slots("cpu", jobs=2, nproc_per_node=2)[0].nproc == 2
+    with pytest.raises(UserInputError, match="--devices"):
+        make_slots("zero,one")
+    with pytest.raises(UserInputError, match="--jobs"):
+        make_slots("cpu", jobs=0)
+    import torch
+
+    if torch.cuda.device_count() == 0:
+        with pytest.raises(UserInputError, match="GPU 0 is not available"):
+            make_slots("0")
