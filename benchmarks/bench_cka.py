@@ -13,7 +13,7 @@ not grow with the number of images):
 * ``ours``: ``transferlens.analysis.cka_matrix(..., n_bootstrap=0)``;
 * ``numpy float64``: this file's evaluation of the estimator from its formula, in
   float64 NumPy, on features captured by plain hooks (the reference values);
-* ``pytorch-cka``: ``cka.compute_cka(..., device="cpu")`` (it picks CUDA otherwise);
+* ``pytorch-cka``: ``cka.compute_cka(..., device=...)`` (it picks CUDA if not told);
 * ``torch-cka``: ``torch_cka.CKA`` on fresh model copies (it never removes its hooks),
   rows and columns re-ordered from its hook order to ours;
 * ``ckatorch``: its model-level ``CKA`` (fails on 4-D conv outputs: reported), and its
@@ -25,10 +25,13 @@ not grow with the number of images):
 from __future__ import annotations
 
 import argparse
+import contextlib
 import copy
+import io
 import math
 import sys
-from collections.abc import Callable, Sequence
+import warnings
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
 
 import numpy as np
@@ -51,7 +54,16 @@ from torch.utils.data import DataLoader, Dataset
 
 add_peers_to_path()
 
-LAYERS = ("layer1.0", "layer1.1", "layer2.0", "layer2.1", "layer3.0", "layer3.1", "layer4.0", "layer4.1")
+LAYERS = (
+    "layer1.0",
+    "layer1.1",
+    "layer2.0",
+    "layer2.1",
+    "layer3.0",
+    "layer3.1",
+    "layer4.0",
+    "layer4.1",
+)
 IMAGE_SIZE = 32
 BATCH = 256
 TOLERANCE = 1e-5  # ours against the float64 reference
@@ -66,8 +78,16 @@ class GeneratedBatches(Dataset):
     spatially correlated, as those of real images are. Nothing is kept in memory.
     """
 
-    def __init__(self, n_images: int, batch: int = BATCH, size: int = IMAGE_SIZE, seed: int = 0):
+    def __init__(
+        self,
+        n_images: int,
+        batch: int = BATCH,
+        size: int = IMAGE_SIZE,
+        seed: int = 0,
+        device: str | torch.device = "cpu",
+    ):
         self.n_images, self.batch, self.size, self.seed = n_images, batch, size, seed
+        self.device = torch.device(device)
 
     def __len__(self) -> int:
         return math.ceil(self.n_images / self.batch)
@@ -76,27 +96,31 @@ class GeneratedBatches(Dataset):
         if not 0 <= index < len(self):
             raise IndexError(index)
         count = min(self.batch, self.n_images - index * self.batch)
-        generator = torch.Generator().manual_seed(self.seed * 1_000_003 + index)
-        coarse = torch.randn(count, 3, 8, 8, generator=generator)
+        device = self.device
+        generator = torch.Generator(device=device).manual_seed(self.seed * 1_000_003 + index)
+        coarse = torch.randn(count, 3, 8, 8, generator=generator, device=device)
         images = F.interpolate(coarse, size=self.size, mode="bilinear", align_corners=False)
-        images += 0.25 * torch.randn(count, 3, self.size, self.size, generator=generator)
-        return images, torch.randint(0, 10, (count,), generator=generator)
+        fine = torch.randn(count, 3, self.size, self.size, generator=generator, device=device)
+        labels = torch.randint(0, 10, (count,), generator=generator, device=device)
+        return images + 0.25 * fine, labels
 
     def __repr__(self) -> str:
         return f"GeneratedBatches(n_images={self.n_images}, batch={self.batch})"
 
 
-def make_loader(n_images: int) -> DataLoader:
-    return DataLoader(GeneratedBatches(n_images), batch_size=None, shuffle=False)
+def make_loader(n_images: int, size: int = IMAGE_SIZE, device: str = "cpu") -> DataLoader:
+    """Batches made where they are used (on a GPU: no host-to-device copy to time)."""
+    dataset = GeneratedBatches(n_images, size=size, device=device)
+    return DataLoader(dataset, batch_size=None, shuffle=False)
 
 
-def make_models() -> tuple[nn.Module, nn.Module]:
+def make_models(device: str = "cpu") -> tuple[nn.Module, nn.Module]:
     from transferlens.models import build_model
 
     models = []
     for seed in (0, 1):
         torch.manual_seed(seed)
-        models.append(build_model("resnet18", 10).eval())
+        models.append(build_model("resnet18", 10).eval().to(device))
     return models[0], models[1]
 
 
@@ -151,11 +175,11 @@ class Hooks:
 def stream_features(model_a: nn.Module, model_b: nn.Module, loader: DataLoader):
     """Yield the 16 flattened float32 feature tensors (8 of a, then 8 of b) of each batch."""
     with Hooks(model_a, LAYERS) as hooks_a, Hooks(model_b, LAYERS) as hooks_b:
-        with torch.inference_mode():
-            for images, _ in loader:
+        for images, _ in loader:
+            with torch.inference_mode():  # around the forwards only, not the consumer
                 model_a(images)
                 model_b(images)
-                yield hooks_a.features() + hooks_b.features()
+            yield hooks_a.features() + hooks_b.features()
 
 
 def cka_block(hsic_sum: np.ndarray) -> np.ndarray:
@@ -169,17 +193,36 @@ def cka_block(hsic_sum: np.ndarray) -> np.ndarray:
 def numpy_float64(model_a: nn.Module, model_b: nn.Module, loader: DataLoader) -> np.ndarray:
     total = np.zeros((2 * len(LAYERS), 2 * len(LAYERS)))
     for features in stream_features(model_a, model_b, loader):
-        matrices = [f.numpy().astype(np.float64) for f in features]
+        matrices = [f.cpu().numpy().astype(np.float64) for f in features]
         total += hsic1_matrix(np.stack([x @ x.T for x in matrices]))
+    return cka_block(total)
+
+
+def torch_float64(model_a: nn.Module, model_b: nn.Module, loader: DataLoader) -> np.ndarray:
+    """The same float64 evaluation with the Grams made by torch where the features are.
+
+    On a GPU the float64 NumPy Grams of 224 px features would take minutes; the
+    U-statistic itself still runs in NumPy, from the float64 Grams.
+    """
+    total = np.zeros((2 * len(LAYERS), 2 * len(LAYERS)))
+    for features in stream_features(model_a, model_b, loader):
+        grams = torch.stack([x.double() @ x.double().T for x in features])
+        total += hsic1_matrix(grams.cpu().numpy())
     return cka_block(total)
 
 
 # -- contenders -------------------------------------------------------------------------
 
 
+def device_of(model: nn.Module) -> torch.device:
+    return next(model.parameters()).device
+
+
 def forward_only(model_a: nn.Module, model_b: nn.Module, loader: DataLoader) -> None:
+    device = device_of(model_a)
     with torch.inference_mode():
         for images, _ in loader:
+            images = images.to(device)
             model_a(images)
             model_b(images)
 
@@ -194,37 +237,50 @@ def ours(model_a: nn.Module, model_b: nn.Module, loader: DataLoader) -> np.ndarr
 def pytorch_cka(model_a: nn.Module, model_b: nn.Module, loader: DataLoader) -> np.ndarray:
     from cka import compute_cka
 
-    # device="cpu": without it pytorch-cka moves both models to CUDA when there is one.
-    matrices = compute_cka(model_a, model_b, loader, layers=list(LAYERS), device="cpu", progress=False)
-    return matrices[0].double().numpy()
+    # device given explicitly: without it pytorch-cka moves both models to CUDA if any.
+    device = str(device_of(model_a))
+    matrices = compute_cka(
+        model_a, model_b, loader, layers=list(LAYERS), device=device, progress=False
+    )
+    return matrices[0].double().cpu().numpy()
+
+
+@contextlib.contextmanager
+def quiet() -> Iterator[None]:
+    """Silence a peer's progress bars (torch imports tqdm before any setting) and warnings."""
+    with contextlib.redirect_stderr(io.StringIO()), warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        yield
 
 
 def torch_cka(model_a: nn.Module, model_b: nn.Module, loader: DataLoader) -> np.ndarray:
     from torch_cka import CKA
 
-    engine = CKA(
-        model_a,
-        model_b,
-        model1_name="a",
-        model2_name="b",
-        model1_layers=list(LAYERS),
-        model2_layers=list(LAYERS),
-        device="cpu",
-    )
-    engine.compare(loader, loader)
+    with quiet():
+        engine = CKA(
+            model_a,
+            model_b,
+            model1_name="a",
+            model2_name="b",
+            model1_layers=list(LAYERS),
+            model2_layers=list(LAYERS),
+            device=str(device_of(model_a)),
+        )
+        engine.compare(loader, loader)
     # Its rows/columns follow the order its hooks fired in (its feature dicts), while
     # it labels them in named_modules() order: re-order by the hook order.
     rows = [list(engine.model1_features).index(layer) for layer in LAYERS]
     cols = [list(engine.model2_features).index(layer) for layer in LAYERS]
-    return engine.hsic_matrix.double().numpy()[np.ix_(rows, cols)]
+    return engine.hsic_matrix.double().cpu().numpy()[np.ix_(rows, cols)]
 
 
 def ckatorch_model(model_a: nn.Module, model_b: nn.Module, loader: DataLoader) -> np.ndarray:
     from ckatorch import CKA
 
-    engine = CKA(model_a, model_b, layers=list(LAYERS), device="cpu")
-    matrix = engine(loader, epochs=1, f_extract=lambda batch: {"x": batch[0]}, f_args={})
-    return matrix.double().numpy()
+    with quiet():
+        engine = CKA(model_a, model_b, layers=list(LAYERS), device=device_of(model_a))
+        matrix = engine(loader, epochs=1, f_extract=lambda batch: {"x": batch[0]}, f_args={})
+    return matrix.double().cpu().numpy()
 
 
 def ckatorch_hsic1(model_a: nn.Module, model_b: nn.Module, loader: DataLoader) -> np.ndarray:
@@ -232,16 +288,16 @@ def ckatorch_hsic1(model_a: nn.Module, model_b: nn.Module, loader: DataLoader) -
     from ckatorch import hsic1
 
     size = len(LAYERS)
-    cross, self_a, self_b = torch.zeros(size, size, dtype=torch.float64), 0.0, 0.0
+    cross, self_a, self_b = 0.0, 0.0, 0.0
     for features in stream_features(model_a, model_b, loader):
         grams = torch.stack([x.double() @ x.double().T for x in features])
         grams_a, grams_b = grams[:size], grams[size:]
         pairs_a = grams_a.repeat_interleave(size, dim=0)
         pairs_b = grams_b.repeat(size, 1, 1)
-        cross += hsic1(pairs_a, pairs_b).reshape(size, size)
+        cross = cross + hsic1(pairs_a, pairs_b).reshape(size, size)
         self_a = self_a + hsic1(grams_a, grams_a)
         self_b = self_b + hsic1(grams_b, grams_b)
-    return (cross / torch.sqrt(self_a[:, None] * self_b[None, :])).numpy()
+    return (cross / torch.sqrt(self_a[:, None] * self_b[None, :])).cpu().numpy()
 
 
 CONTENDERS: dict[str, Callable] = {
@@ -253,16 +309,24 @@ CONTENDERS: dict[str, Callable] = {
     "ckatorch 1.0.3 CKA": ckatorch_model,
     "ckatorch 1.0.3 hsic1": ckatorch_hsic1,
 }
+REFERENCE = "numpy float64"
 # Peers that leave hooks behind get fresh copies of the models for every run.
 NEEDS_COPIES = {"torch-cka 0.21", "ckatorch 1.0.3 CKA"}
 
 
-def prepared(name: str, models: tuple[nn.Module, nn.Module], loader: DataLoader):
+def prepared(
+    name: str,
+    models: tuple[nn.Module, nn.Module],
+    loader: DataLoader,
+    contenders: Mapping[str, Callable] = CONTENDERS,
+):
+    """The untimed preparation of one run (fresh model copies where needed) -> the run."""
+
     def prepare() -> Callable[[], object]:
         model_a, model_b = models
         if name in NEEDS_COPIES:
             model_a, model_b = copy.deepcopy(model_a), copy.deepcopy(model_b)
-        return lambda: CONTENDERS[name](model_a, model_b, loader)
+        return lambda: contenders[name](model_a, model_b, loader)
 
     return prepare
 
@@ -300,16 +364,20 @@ def compare(sizes: Sequence[int], repeats: int, threads: int, measure_memory: bo
         if measure_memory:
             for name in CONTENDERS:
                 peaks[(name, n_images)] = memory(name, n_images, threads)
-        comparisons += _comparisons(n_images, times, peaks)
+        comparisons += comparisons_for(n_images, times, peaks)
     if measure_memory and len(sizes) > 1:
-        comparisons.append(_memory_comparison(sizes[0], sizes[-1], peaks, times))
+        comparisons.append(memory_comparison(sizes[0], sizes[-1], peaks))
     return comparisons
 
 
-def _comparisons(
-    n_images: int, times: dict[str, Timed], peaks: dict[tuple[str, int], dict]
+def comparisons_for(
+    n_images: int,
+    times: dict[str, Timed],
+    peaks: dict[tuple[str, int], dict],
+    reference_name: str = REFERENCE,
 ) -> list[Comparison]:
-    reference = times["numpy float64"].value
+    """One comparison per contender other than ours, at ``n_images`` images."""
+    reference = times[reference_name].value
     mine = times["ours"]
     ours_diff = max_abs_diff(mine.value, reference)
     ours_peak = peaks.get(("ours", n_images), {})
@@ -323,6 +391,7 @@ def _comparisons(
             "ours_seconds": mine.median,
             "ours_cpu_seconds": mine.cpu_median,
             "peer_cpu_seconds": timed.cpu_median if timed.cpu_times else None,
+            "best_ratio": timed.best / mine.best if timed.times else None,
             "diff": ours_diff,
             "ours_peak_mib": ours_peak.get("peak_mib"),
             "ours_extra_mib": ours_peak.get("extra_mib"),
@@ -331,29 +400,56 @@ def _comparisons(
         }
         if timed.error is not None:
             lines.append(
-                Comparison(label, name, peer_seconds=float("nan"), target="runs", met=False,
-                           note=f"peer fails: {timed.error}", **common)
+                Comparison(
+                    label,
+                    name,
+                    peer_seconds=float("nan"),
+                    target="runs",
+                    met=False,
+                    note=f"peer fails: {timed.error}",
+                    **common,
+                )
             )
             continue
         if name == "forward only":
             limit = FORWARD_FACTOR
             met = mine.median <= limit * timed.median and ours_diff <= TOLERANCE
             target = f"ours <= {limit}x forward & |diff| <= {TOLERANCE:g}"
-            lines.append(Comparison(label, name, peer_seconds=timed.median, target=target,
-                                    met=met, **common))
+            lines.append(
+                Comparison(
+                    label,
+                    name,
+                    peer_seconds=timed.median,
+                    ratio_label="forward/ours time",
+                    target=target,
+                    met=met,
+                    **common,
+                )
+            )
             continue
-        peer_diff = None if name == "numpy float64" else max_abs_diff(timed.value, reference)
+        peer_diff = None if name == reference_name else max_abs_diff(timed.value, reference)
         met = timed.median > mine.median and ours_diff <= TOLERANCE
         lines.append(
-            Comparison(label, name, peer_seconds=timed.median, peer_diff=peer_diff,
-                       target="faster & |diff| <= 1e-05", met=met, **common)
+            Comparison(
+                label,
+                name,
+                peer_seconds=timed.median,
+                peer_diff=peer_diff,
+                target="faster & |diff| <= 1e-05",
+                met=met,
+                **common,
+            )
         )
     return lines
 
 
-def _memory_comparison(small: int, large: int, peaks: dict, times: dict) -> Comparison:
+def memory_comparison(small: int, large: int, peaks: dict) -> Comparison:
+    """Ours at ``large`` images against ours at ``small``: is the peak independent of N?"""
     before, after = peaks.get(("ours", small), {}), peaks.get(("ours", large), {})
-    peak_small, peak_large = before.get("peak_mib", float("nan")), after.get("peak_mib", float("nan"))
+    peak_small, peak_large = (
+        before.get("peak_mib", float("nan")),
+        after.get("peak_mib", float("nan")),
+    )
     ratio = peak_large / peak_small
     return Comparison(
         f"cka memory {large} vs {small}",
@@ -380,7 +476,9 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="2,048 images, one repeat, no memory")
     parser.add_argument("--threads", type=int, default=2)
-    parser.add_argument("--sizes", type=int, nargs="+", help="numbers of images (default 2048 8192)")
+    parser.add_argument(
+        "--sizes", type=int, nargs="+", help="numbers of images (default 2048 8192)"
+    )
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--no-memory", action="store_true")
     parser.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)

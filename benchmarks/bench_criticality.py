@@ -13,7 +13,7 @@ visits points in increasing objective and stops early; its ``attrs["n_forward_pa
 counts every pass it began.
 
 Model: a small Fixup ResNet-10 trained here for a few steps (``thetaF``) from its
-random initialisation (``theta0``); the loss data are 256 generated images.
+random initialisation (``theta0``); the loss data are 128 generated images in 2 batches.
 
     python benchmarks/bench_criticality.py [--quick] [--threads 2]
 """
@@ -50,7 +50,7 @@ IMAGE_SIZE = 16
 PASS_RATIO = 5.0
 
 
-def make_data(n_images: int = 256, batch: int = 128) -> list[tuple[torch.Tensor, torch.Tensor]]:
+def make_data(n_images: int = 128, batch: int = 64) -> list[tuple[torch.Tensor, torch.Tensor]]:
     """Images = class template + noise, so that a few training steps learn something."""
     generator = torch.Generator().manual_seed(0)
     templates = torch.randn(CLASSES, 3, IMAGE_SIZE, IMAGE_SIZE, generator=generator)
@@ -68,9 +68,9 @@ def make_models(batches) -> tuple[nn.Module, dict[str, torch.Tensor]]:
     torch.manual_seed(0)
     model = build_model("fixup_resnet10", CLASSES, stem="cifar", width=8)
     initial = {key: value.clone() for key, value in model.state_dict().items()}
-    optimizer = torch.optim.SGD(model.parameters(), lr=0.05, momentum=0.9)
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.02, momentum=0.9)
     model.train()
-    for _ in range(15):
+    for _ in range(30):  # to ~98% training accuracy, loss ~0.5
         for images, labels in batches:
             optimizer.zero_grad()
             F.cross_entropy(model(images), labels).backward()
@@ -103,21 +103,31 @@ def full_grid(model_final: nn.Module, initial: dict, batches, modules: Sequence[
     parameters = dict(working.named_parameters())
     state = working.state_dict(keep_vars=True)
     for module in modules:
-        names = [k for k in state if (k == module or k.startswith(module + ".")) and state[k].is_floating_point()]
+        names = [
+            k
+            for k in state
+            if (k == module or k.startswith(module + ".")) and state[k].is_floating_point()
+        ]
         weights = [k for k in names if k in parameters]
-        squared = float(sum(float(((final[k].double() - initial[k].double()) ** 2).sum()) for k in weights))
+        squared = float(
+            sum(float(((final[k].double() - initial[k].double()) ** 2).sum()) for k in weights)
+        )
         best = None
         for i_sigma, sigma in enumerate(SIGMAS):
             for i_alpha, alpha in enumerate(ALPHAS):
                 point = i_sigma * len(ALPHAS) + i_alpha
                 losses = []
                 for sample in range(N_NOISE):
-                    generator = torch.Generator().manual_seed(noise_seed(SEED, module, point, sample))
+                    generator = torch.Generator().manual_seed(
+                        noise_seed(SEED, module, point, sample)
+                    )
                     with torch.no_grad():
                         for key in names:
                             state[key].copy_(torch.lerp(initial[key], final[key], alpha))
                         for key in weights:
-                            noise = torch.randn(state[key].shape, generator=generator, dtype=state[key].dtype)
+                            noise = torch.randn(
+                                state[key].shape, generator=generator, dtype=state[key].dtype
+                            )
                             state[key].add_(noise * sigma)
                     losses.append(mean_loss(working, batches))
                     passes += 1
@@ -135,8 +145,16 @@ def ours(model_final: nn.Module, initial: dict, batches, modules: Sequence[str])
     from transferlens.analysis import module_criticality
 
     frame = module_criticality(
-        model_final, initial, batches, "multiclass", modules=list(modules),
-        alphas=ALPHAS, sigmas=SIGMAS, n_noise=N_NOISE, tolerance=TOLERANCE, seed=SEED,
+        model_final,
+        initial,
+        batches,
+        "multiclass",
+        modules=list(modules),
+        alphas=ALPHAS,
+        sigmas=SIGMAS,
+        n_noise=N_NOISE,
+        tolerance=TOLERANCE,
+        seed=SEED,
     )
     rows = frame[frame["module"].isin(modules)]
     results = {row.module: (row.criticality, row.alpha, row.sigma) for row in rows.itertuples()}
@@ -158,13 +176,18 @@ def setup(quick: bool):
 def worker(name: str, quick: bool, threads: int) -> None:
     torch.set_num_threads(threads)
     model, initial, batches, modules = setup(quick)
-    report_worker_result(measure_run_memory(lambda: CONTENDERS[name](model, initial, batches, modules)))
+    report_worker_result(
+        measure_run_memory(lambda: CONTENDERS[name](model, initial, batches, modules))
+    )
 
 
 def compare(quick: bool, threads: int, measure_memory: bool = True) -> list[Comparison]:
     torch.set_num_threads(threads)
     model, initial, batches, modules = setup(quick)
-    runners = {name: (lambda f=f: (lambda: f(model, initial, batches, modules))) for name, f in CONTENDERS.items()}
+    runners = {
+        name: (lambda f=f: lambda: f(model, initial, batches, modules))
+        for name, f in CONTENDERS.items()
+    }
     times = time_interleaved(runners, 1)
     mine, peer = times["ours"], times["full grid"]
     for timed in (mine, peer):
@@ -174,7 +197,10 @@ def compare(quick: bool, threads: int, measure_memory: bool = True) -> list[Comp
     identical = all(
         np.array_equal(np.array(values[m]), np.array(reference[m]), equal_nan=True) for m in modules
     )
-    diff = max(abs(values[m][0] - reference[m][0]) if np.isfinite(reference[m][0]) else 0.0 for m in modules)
+    diff = max(
+        abs(values[m][0] - reference[m][0]) if np.isfinite(reference[m][0]) else 0.0
+        for m in modules
+    )
     peaks = {}
     if measure_memory:
         for name in CONTENDERS:

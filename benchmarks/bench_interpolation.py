@@ -50,8 +50,10 @@ SPEEDUP = 3.0
 TOLERANCE = 1e-6
 
 
-def write_jpeg_folder(root: Path, per_class: int, seed: int = 0) -> Path:
-    """``root/<class>/<i>.jpg``: smooth random colour fields, ``STORED_PX`` square, quality 90."""
+def write_jpeg_folder(
+    root: Path, per_class: int, seed: int = 0, stored_px: int = STORED_PX
+) -> Path:
+    """``root/<class>/<i>.jpg``: smooth random colour fields, ``stored_px`` square, quality 90."""
     from PIL import Image
 
     rng = np.random.default_rng(seed)
@@ -60,29 +62,35 @@ def write_jpeg_folder(root: Path, per_class: int, seed: int = 0) -> Path:
         folder.mkdir(parents=True, exist_ok=True)
         for index in range(per_class):
             coarse = rng.integers(0, 256, size=(8, 8, 3), dtype=np.uint8)
-            image = Image.fromarray(coarse).resize((STORED_PX, STORED_PX), Image.Resampling.BICUBIC)
+            image = Image.fromarray(coarse).resize((stored_px, stored_px), Image.Resampling.BICUBIC)
             image.save(folder / f"{index:04d}.jpg", quality=90)
     return root
 
 
-def make_loader(root: Path) -> DataLoader:
+def make_loader(
+    root: Path, image_size: int = IMAGE_SIZE, batch: int = BATCH, workers: int = 0
+) -> DataLoader:
+    """The test loader both sides get: JPEGs decoded by ``ImageFolder`` on every pass."""
     from torchvision.datasets import ImageFolder
 
     from transferlens.data.transforms import IMAGENET_MEAN, IMAGENET_STD, domainnet_transform
 
-    transform = domainnet_transform(IMAGE_SIZE, False, IMAGENET_MEAN, IMAGENET_STD)
-    return DataLoader(ImageFolder(str(root), transform), batch_size=BATCH, shuffle=False)
+    transform = domainnet_transform(image_size, False, IMAGENET_MEAN, IMAGENET_STD)
+    dataset = ImageFolder(str(root), transform)
+    return DataLoader(dataset, batch_size=batch, shuffle=False, num_workers=workers)
 
 
-def make_models() -> tuple[nn.Module, nn.Module]:
+def make_models(
+    model: tuple[str, dict] = MODEL, device: str = "cpu"
+) -> tuple[nn.Module, nn.Module]:
     """Two networks of the same architecture, far apart, with no zero (Fixup) branch left."""
     from transferlens.models import build_model
 
-    name, kwargs = MODEL
+    name, kwargs = model
     models = []
     for seed in (0, 1):
         torch.manual_seed(seed)
-        model = build_model(name, CLASSES, **kwargs).eval()
+        model = build_model(name, CLASSES, **kwargs).eval().to(device)
         with torch.no_grad():
             for parameter in model.parameters():
                 parameter.add_(0.05 * torch.randn_like(parameter))
@@ -101,9 +109,11 @@ def authors_eval(model: nn.Module, loader: DataLoader) -> tuple[float, float]:
     """Mean cross-entropy and top-1 accuracy, the way a test epoch averages them."""
     criterion = nn.CrossEntropyLoss()
     loss_sum, correct, count = 0.0, 0, 0
+    device = next(model.parameters()).device
     model.eval()
     with torch.no_grad():
         for images, targets in loader:
+            images, targets = images.to(device), targets.to(device)
             logits = model(images)
             loss_sum += criterion(logits, targets).item() * len(targets)
             correct += int((logits.argmax(dim=1) == targets).sum())
@@ -150,11 +160,15 @@ def worker(name: str, root: Path, threads: int) -> None:
 def decode_and_forward_seconds(models, loader: DataLoader) -> tuple[float, float]:
     """D: one pass of the loader alone; F: one forward pass of model a over its batches."""
     seconds_d, batches = time_once(lambda: list(loader))
+    device = next(models[0].parameters()).device
+    batches = [(images.to(device), targets) for images, targets in batches]
 
     def forward() -> None:
         with torch.inference_mode():
             for images, _ in batches:
                 models[0](images)
+        if device.type == "cuda":
+            torch.cuda.synchronize(device)
 
     forward()
     seconds_f, _ = time_once(forward)
@@ -168,7 +182,7 @@ def compare(per_class: int, repeats: int, threads: int, measure_memory: bool = T
         root = write_jpeg_folder(folder / "test", per_class)
         models, loader = make_models(), make_loader(root)
         decode, forward = decode_and_forward_seconds(models, loader)
-        runners = {name: (lambda f=f: (lambda: f(*models, loader))) for name, f in CONTENDERS.items()}
+        runners = {name: (lambda f=f: lambda: f(*models, loader)) for name, f in CONTENDERS.items()}
         times = time_interleaved(runners, repeats)
         peaks = {}
         if measure_memory:
@@ -195,6 +209,7 @@ def compare(per_class: int, repeats: int, threads: int, measure_memory: bool = T
             peer_seconds=peer.median,
             ours_cpu_seconds=mine.cpu_median,
             peer_cpu_seconds=peer.cpu_median,
+            best_ratio=peer.best / mine.best,
             diff=diff,
             ours_peak_mib=peaks.get("ours", {}).get("peak_mib"),
             ours_extra_mib=peaks.get("ours", {}).get("extra_mib"),

@@ -65,7 +65,7 @@ def make_images(batch: int) -> torch.Tensor:
 
 
 def _runner(name: str, images: torch.Tensor, block_size: int):
-    return lambda: (lambda: CONTENDERS[name](images, block_size, SEED))
+    return lambda: lambda: CONTENDERS[name](images, block_size, SEED)
 
 
 def worker(name: str, block_size: int, batch: int, threads: int) -> None:
@@ -101,6 +101,7 @@ def compare(batch: int, repeats: int, threads: int, measure_memory: bool = True)
                 peer_seconds=peer.median,
                 ours_cpu_seconds=mine.cpu_median,
                 peer_cpu_seconds=peer.cpu_median,
+                best_ratio=peer.best / mine.best,
                 diff=float((mine.value - peer.value).abs().max()),
                 ours_peak_mib=peaks.get("ours", {}).get("peak_mib"),
                 ours_extra_mib=peaks.get("ours", {}).get("extra_mib"),
@@ -115,12 +116,12 @@ def compare(batch: int, repeats: int, threads: int, measure_memory: bool = True)
 
 
 def run(quick: bool = False, threads: int = 2) -> list[Comparison]:
-    return compare(BATCH, repeats=1 if quick else 3, threads=threads, measure_memory=not quick)
+    return compare(BATCH, repeats=3 if quick else 5, threads=threads, measure_memory=not quick)
 
 
 def main(argv: Sequence[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--quick", action="store_true", help="one repeat, no memory")
+    parser.add_argument("--quick", action="store_true", help="three repeats, no memory")
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--batch", type=int, default=BATCH)
     parser.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
@@ -131,7 +132,7 @@ def main(argv: Sequence[str] | None = None) -> None:
         worker(args.contender, args.block_size, args.batch, args.threads)
         return
     print(f"# block shuffle: {machine_load()}, {args.threads} threads", flush=True)
-    repeats = 1 if args.quick else 3
+    repeats = 3 if args.quick else 5
     print_lines(compare(args.batch, repeats, args.threads, measure_memory=not args.quick))
 
 

@@ -39,7 +39,6 @@ def add_peers_to_path() -> None:
     for folder in [*extra, str(PEERS_DIR)]:
         if Path(folder).is_dir() and folder not in sys.path:
             sys.path.insert(0, folder)
-    os.environ.setdefault("TQDM_DISABLE", "1")  # the peers draw progress bars
 
 
 def machine_load() -> str:
@@ -66,6 +65,10 @@ class Timed:
     @property
     def median(self) -> float:
         return statistics.median(self.times) if self.times else float("nan")
+
+    @property
+    def best(self) -> float:
+        return min(self.times) if self.times else float("nan")
 
     @property
     def cpu_median(self) -> float:
@@ -180,9 +183,11 @@ def run_worker(script: Path, args: Sequence[str], timeout: float = 900) -> dict[
 class Comparison:
     """One line of the report: ours against one peer (or baseline) on the same inputs.
 
-    ``ratio`` is ``peer_seconds / ours_seconds`` unless the comparison says otherwise
-    (``ratio_label``); ``diff`` is the largest absolute difference of the values that
-    were checked against each other (None: nothing to compare).
+    ``ratio`` is ``peer_seconds / ours_seconds`` (medians) unless the comparison says
+    otherwise (``ratio_label``); ``best_ratio`` the same from each side's fastest
+    repeat, the steadier figure on a loaded machine; ``diff`` is the largest absolute
+    difference of the values that were checked against each other (None: nothing to
+    compare).
     """
 
     name: str
@@ -201,6 +206,7 @@ class Comparison:
     peer_extra_mib: float | None = None
     ours_cpu_seconds: float | None = None
     peer_cpu_seconds: float | None = None
+    best_ratio: float | None = None
     note: str = ""
 
     def __post_init__(self) -> None:
@@ -224,6 +230,8 @@ class Comparison:
             f"peer {seconds(self.peer_seconds):>9}",
             f"ratio {_ratio(self.ratio):>7} ({self.ratio_label})",
         ]
+        if self.best_ratio is not None:
+            parts.append(f"best-of ratio {_ratio(self.best_ratio)}")
         if self.ours_cpu_seconds and self.peer_cpu_seconds:
             parts.append(f"cpu-time ratio {_ratio(self.peer_cpu_seconds / self.ours_cpu_seconds)}")
         if self.diff is not None:

@@ -27,10 +27,12 @@ What it showed (2026-11, H200 for accuracy, its Xeon's CPU for speed; one seed e
   initial plateau). P-T (batch 32, lr 0.005, 15 epochs): 90.2 / 90.8 / 90.1% on
   real / clipart / quickdraw.
 - RI-T needs ~600 steps: batch 32, lr 0.05, 20-30 epochs of 1,000 images reaches
-  99-100% train accuracy; 78 / 82 / 81% test (lr 0.025 x 60 epochs: 80 / 83 / 83%).
-  Batch 128 x 30 epochs (the prototype's mistake, in spirit) stalls at 15-55% train.
-- So the converged gap is largest on real (~10 points) and similar on clipart and
-  quickdraw (~7-9 points): real > clipart ~ quickdraw, not the paper's full order.
+  98-100% train accuracy and 78 / 82 / 81% test (lr 0.025 x 60 epochs: 80 / 83 / 83%).
+  Batch 128, lr 0.05, 30 epochs (240 steps) stalled at 15-55% train accuracy (with an
+  earlier rendering): an under-trained RI-T inflates every gap.
+- Combining the two (different runs, one seed, ~1.3 points of test noise each): the
+  gap is largest on real (~10-12 points) and alike on clipart and quickdraw (~7-9):
+  real > clipart ~ quickdraw, not the paper's full order.
 - 2 threads, fixup_resnet10 width 16, 32 px: training 780-860 img/s, evaluation
   1,490 img/s: pre-training ~3 minutes, a P-T run ~20-26 s, RI-T ~40-53 s, beyond
   the demo's budget; 24 px is ~1.75x faster (accuracy there not measured).

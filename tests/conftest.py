@@ -20,3 +20,9 @@ def shared_data() -> Path:
     if not (SHARED_DATA / "cifar10-jpg.tar.gz").exists():
         pytest.skip("../shared/data is absent")
     return SHARED_DATA
+
+
+@pytest.fixture(scope="session")
+def shared_data_cache(shared_data: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """One cache folder for every real-data test of a session: the tarballs extract once."""
+    return tmp_path_factory.mktemp("transferlens-cache")

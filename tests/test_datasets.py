@@ -514,7 +514,8 @@ def test_chexpert_labels_split_and_images(tmp_path: Path) -> None:
 
 
 @pytest.mark.realdata
-def test_real_pacs_and_cifar10(shared_data: Path) -> None:
+def test_real_pacs_and_cifar10(shared_data: Path, shared_data_cache: Path, monkeypatch) -> None:
+    monkeypatch.setenv("TRANSFERLENS_CACHE", str(shared_data_cache))
     pacs = build_data(
         DataSpec(name="pacs", domain="photo", root=str(shared_data), train_size=140, test_size=70)
     )

@@ -164,3 +164,49 @@ def test_slots_from_devices_and_jobs():
     if torch.cuda.device_count() == 0:
         with pytest.raises(UserInputError, match="GPU 0 is not available"):
             make_slots("0")
+
+
+def test_live_view_shows_workers_runs_and_epochs(tmp_path):
+    import io
+
+    from rich.console import Console
+
+    from transferlens.study.progress import ProgressView
+
+    plan, _ = open_study(_study_file(tmp_path), out=tmp_path / "out")
+    rit = plan.select(init="RIT")[0]
+    buffer = io.StringIO()
+    console = Console(file=buffer, force_terminal=True, width=160)
+    with ProgressView(plan, ["cpu#0", "cpu#1"], live=True, console=console) as view:
+        view.counts(1, 0, 2)
+        view.started(1, rit.run_id)
+        view.epoch(1, rit.run_id, 1, 0.5)
+        view.finished(1, rit.run_id, "failed", "RuntimeError: boom", 1.0)
+    text = buffer.getvalue()
+    assert rit.run_id in text and "RIT real seed 0" in text and "1/1" in text
+    assert "FAILED" in text and "RuntimeError: boom" in text and "runs complete" in text
+
+
+def test_analyses_hook_runs_once_everything_is_complete(tmp_path, monkeypatch):
+    import types
+
+    from transferlens.study.runner import ANALYSES_MODULE, run_analyses_hook
+
+    calls = []
+    module = types.ModuleType(ANALYSES_MODULE)
+    module.run_analyses = lambda plan, store: calls.append((plan, store))
+    study, out = _study_file(tmp_path, analyses={"distance": {}}), tmp_path / "out"
+    monkeypatch.setitem(sys.modules, ANALYSES_MODULE, module)
+    plan, store, report = _run(study, out)
+    assert report.ok and report.analyses.startswith("complete")
+    assert len(calls) == 1 and calls[0][0] is plan and calls[0][1].root == store.root
+    assert store.analyses_state()["state"] == "complete"
+
+    def broken(plan, store):
+        raise ValueError("no such layer\nconv9")
+
+    module.run_analyses = broken
+    assert run_analyses_hook(plan, store) == "failed: ValueError: no such layer conv9"
+    assert store.analyses_state()["state"] == "failed"
+    monkeypatch.setitem(sys.modules, ANALYSES_MODULE, None)  # as if the module did not exist
+    assert run_analyses_hook(plan, store).startswith("skipped")

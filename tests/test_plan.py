@@ -9,8 +9,8 @@ import json
 import pytest
 
 from transferlens.cli import main
+from transferlens.study.loading import parse_study
 from transferlens.study.plan import plan_study
-from transferlens.study.spec import parse_study
 
 BASE = {
     "name": "p",
@@ -108,7 +108,11 @@ def test_block_shuffle_runs_pair_seeds_with_shuffle_seeds():
         if run.meta.block_size is None:
             assert run.meta.shuffle_seed is None
         else:
-            assert run.spec.data.shuffle_seed == run.meta.shuffle_seed == 1234 + BASE["seeds"].index(run.meta.seed)
+            assert (
+                run.spec.data.shuffle_seed
+                == run.meta.shuffle_seed
+                == 1234 + BASE["seeds"].index(run.meta.seed)
+            )
     for run in plan.select(group="main"):
         assert run.spec.data.augment is True and run.spec.data.block_size is None
 
@@ -192,3 +196,17 @@ def test_plan_command_prints_counts_without_running(tmp_path, capsys):
     for run_id in plan.runs:
         assert run_id in text
     assert not out.exists()  # nothing was run or written
+
+
+def test_pretrained_weights_source():
+    study = copy.deepcopy(BASE)
+    study["model"] = {"name": "resnet18"}
+    study["source"] = {"pretrained": {"weights": "IMAGENET1K_V1"}}
+    study["pretrain_checkpoints"] = None
+    del study["training"]["pretrain"]
+    plan = _plan(study)
+    assert plan.source_run is None
+    for run in plan.select(init="PT"):
+        assert run.spec.init.kind == "pretrained" and run.depends_on is None
+        assert run.spec.init.build_kwargs("resnet18") == {"weights": "IMAGENET1K_V1"}
+    assert _plan(study).runs.keys() == plan.runs.keys()

@@ -18,10 +18,10 @@ from safetensors.torch import save_file
 
 from transferlens.cli import main
 from transferlens.io import append_jsonl, atomic_write_json
+from transferlens.study.loading import parse_study
 from transferlens.study.locks import RunLock, is_locked
 from transferlens.study.plan import Dependency, plan_study
 from transferlens.study.runs_table import COLUMNS, write_runs_table
-from transferlens.study.spec import parse_study
 from transferlens.study.status import study_status
 from transferlens.study.store import StudyStore
 
@@ -183,7 +183,9 @@ def test_status_shows_states_errors_and_epochs(tmp_path, plan, capsys):
     lines = text.splitlines()
     counts = {
         match.group(1): int(match.group(2))
-        for match in (re.match(r"^  (complete|running|pending|failed) +(\d+)$", line) for line in lines)
+        for match in (
+            re.match(r"^  (complete|running|pending|failed) +(\d+)$", line) for line in lines
+        )
         if match
     }
     assert counts == {"complete": 1, "running": 1, "pending": len(plan) - 3, "failed": 1}

@@ -10,8 +10,8 @@ import yaml
 
 from transferlens.cli import main
 from transferlens.errors import UserInputError
+from transferlens.study.loading import load_study, parse_study
 from transferlens.study.plan import plan_study
-from transferlens.study.spec import load_study, parse_study
 
 STUDIES = Path(__file__).resolve().parents[1] / "studies"
 
@@ -99,7 +99,8 @@ def test_missing_data_folder_is_bad_input_for_run(tmp_path, capsys, monkeypatch)
     assert code == 2 and len(err.splitlines()) == 1
     assert "targets.0.data.root" in err and "data folder" in err
     code, err = _exit_and_line(
-        capsys, ["run", str(path), "--data-root", str(tmp_path / "nowhere"), "--out", str(tmp_path / "o")]
+        capsys,
+        ["run", str(path), "--data-root", str(tmp_path / "nowhere"), "--out", str(tmp_path / "o")],
     )
     assert code == 2 and "targets.0.data.root" in err and "nowhere" in err
     assert not (tmp_path / "out").exists()  # validated before any work
@@ -170,7 +171,12 @@ def test_domainnet_study_is_the_paper_protocol():
     blocks = 13  # 11 block sizes + unshuffled (224) + pixel shuffle
     checkpoints = 13
     # The checkpoint sweep's epoch 90 is the main P-T run: planned once.
-    expected = 1 + targets * seeds * arms + targets * blocks * seeds * arms + targets * (checkpoints - 1) * seeds
+    expected = (
+        1
+        + targets * seeds * arms
+        + targets * blocks * seeds * arms
+        + targets * (checkpoints - 1) * seeds
+    )
     assert len(plan) == expected == 241
 
 

@@ -44,7 +44,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"transferlens: error: {error}", file=sys.stderr)
         return EXIT_BAD_INPUT
     except KeyboardInterrupt:
-        print("transferlens: interrupted (finished work is kept; run again to resume)", file=sys.stderr)
+        print(
+            "transferlens: interrupted (finished work is kept; run again to resume)",
+            file=sys.stderr,
+        )
         return 130
     except Exception as error:  # noqa: BLE001 -- the last line of defence: one line, exit 1
         if os.environ.get("TRANSFERLENS_DEBUG"):  # show the traceback when asked to

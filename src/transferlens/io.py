@@ -75,7 +75,9 @@ def atomic_save_safetensors(
     """
     from safetensors.torch import save_file
 
-    flat = {name: tensor.detach().to("cpu").contiguous().clone() for name, tensor in tensors.items()}
+    flat = {
+        name: tensor.detach().to("cpu").contiguous().clone() for name, tensor in tensors.items()
+    }
     with atomic_path(path) as tmp:
         save_file(flat, str(tmp), metadata=dict(metadata) if metadata else None)
 

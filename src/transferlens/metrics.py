@@ -19,7 +19,9 @@ Task = Literal["multiclass", "multilabel"]
 TASKS: tuple[str, ...] = ("multiclass", "multilabel")
 
 
-def task_loss(logits: torch.Tensor, targets: torch.Tensor, task: Task, reduction: str = "mean") -> torch.Tensor:
+def task_loss(
+    logits: torch.Tensor, targets: torch.Tensor, task: Task, reduction: str = "mean"
+) -> torch.Tensor:
     """Cross-entropy (multiclass; targets are class indices or soft rows) or BCE (multilabel)."""
     if task == "multiclass":
         return F.cross_entropy(logits.float(), targets, reduction=reduction)
@@ -53,8 +55,12 @@ def binary_roc_auc(scores: torch.Tensor, labels: torch.Tensor) -> float:
     ranks = torch.empty_like(scores)
     ranks[order] = torch.arange(1, scores.numel() + 1, dtype=torch.float64)
     # Average the ranks inside each run of tied scores.
-    _, inverse, counts = torch.unique_consecutive(sorted_scores, return_inverse=True, return_counts=True)
-    rank_sums = torch.zeros(counts.numel(), dtype=torch.float64).index_add_(0, inverse, ranks[order])
+    _, inverse, counts = torch.unique_consecutive(
+        sorted_scores, return_inverse=True, return_counts=True
+    )
+    rank_sums = torch.zeros(counts.numel(), dtype=torch.float64).index_add_(
+        0, inverse, ranks[order]
+    )
     ranks[order] = (rank_sums / counts)[inverse]
     u = ranks[labels].sum() - n_pos * (n_pos + 1) / 2.0
     return float(u / (n_pos * n_neg))
@@ -70,7 +76,11 @@ def mean_roc_auc(scores: torch.Tensor, targets: torch.Tensor) -> float:
 def task_metric(logits: torch.Tensor, targets: torch.Tensor, task: Task) -> float:
     """Top-1 accuracy (multiclass) or mean ROC-AUC (multilabel) over the whole set."""
     if task == "multiclass":
-        return float(correct_predictions(logits, targets).double().mean()) if len(targets) else float("nan")
+        return (
+            float(correct_predictions(logits, targets).double().mean())
+            if len(targets)
+            else float("nan")
+        )
     if task == "multilabel":
         return mean_roc_auc(logits, targets)
     raise ValueError(f"unknown task {task!r}; expected one of {TASKS}")

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import argparse
 
+from transferlens.study.loading import path_problems
 from transferlens.study.runner import open_study
-from transferlens.study.spec import path_problems
 from transferlens.study.status import plan_summary
 
 
@@ -24,7 +24,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    plan, store = open_study(args.study, out=args.out, data_root=args.data_root, require_paths=False)
+    plan, store = open_study(
+        args.study, out=args.out, data_root=args.data_root, require_paths=False
+    )
     print(plan_summary(plan, store, list_runs=args.list))
     for problem in path_problems(plan.study, args.study):
         print(f"note: {problem} (needed by 'transferlens run')")

@@ -64,6 +64,8 @@ def run(args: argparse.Namespace) -> int:
         print("  (run again with --retry-failed to retry the failed runs)")
     print(f"analyses: {report.analyses}")
     if not report.ok:
-        print(f"transferlens: {report.total - report.complete} run(s) not complete", file=sys.stderr)
+        print(
+            f"transferlens: {report.total - report.complete} run(s) not complete", file=sys.stderr
+        )
         return EXIT_FAILURE
     return EXIT_OK

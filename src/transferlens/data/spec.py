@@ -22,13 +22,23 @@ class DataSpec(StrictModel):
     instead (not the paper's protocol; off by default).
     """
 
-    name: str = Field(description="registry name, e.g. synthetic, image_folder, cifar10, pacs, domainnet, chexpert")
-    domain: str | None = Field(default=None, description="domain of a multi-domain data set (synthetic, pacs, domainnet)")
-    root: str | None = Field(default=None, description="folder of the data on disk (real data sets)")
+    name: str = Field(
+        description="registry name, e.g. synthetic, image_folder, cifar10, pacs, domainnet, chexpert"
+    )
+    domain: str | None = Field(
+        default=None, description="domain of a multi-domain data set (synthetic, pacs, domainnet)"
+    )
+    root: str | None = Field(
+        default=None, description="folder of the data on disk (real data sets)"
+    )
     image_size: int | None = Field(default=None, gt=0, description="side in pixels after resizing")
-    train_size: int | None = Field(default=None, gt=0, description="at most this many training images")
+    train_size: int | None = Field(
+        default=None, gt=0, description="at most this many training images"
+    )
     test_size: int | None = Field(default=None, gt=0, description="at most this many test images")
-    split_seed: int = Field(default=0, description="seed of generated data and of splits the data set lacks")
+    split_seed: int = Field(
+        default=0, description="seed of generated data and of splits the data set lacks"
+    )
     augment: bool = Field(default=False, description="random crop and flip on the training split")
     block_size: int | None = Field(default=None, ge=0)
     shuffle_seed: int = 1234

@@ -190,6 +190,8 @@ def target_order(study: dict[str, Any] | None, frames: Iterable[pd.DataFrame | N
     for frame in frames:
         if frame is None or "target" not in frame.columns:
             continue
+        if "kind" in frame.columns:  # runs.csv: the source run's "target" is no target
+            frame = frame[frame["kind"] != "source"]
         for name in frame["target"].dropna():
             if name not in seen_in_tables:
                 seen_in_tables.append(str(name))

@@ -6,10 +6,11 @@
 ``results/runs.csv`` and calls ``transferlens.study.analyses.run_analyses(plan, store)``.
 """
 
+from transferlens.study.loading import load_study, parse_study
 from transferlens.study.plan import Dependency, Plan, PlannedRun, RunMeta, plan_study, run_id_of
 from transferlens.study.runner import RunReport, execute_plan, open_study, run_analyses_hook
 from transferlens.study.runs_table import write_runs_table
-from transferlens.study.spec import StudySpec, load_study, parse_study
+from transferlens.study.spec import StudySpec
 from transferlens.study.store import StudyStore
 
 __all__ = [

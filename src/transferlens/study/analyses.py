@@ -183,10 +183,24 @@ def model_pairs(entry: TargetModels, names: Iterable[str]) -> dict[str, list[tup
 # --- the analyses: each returns {table name: DataFrame} ------------------------------------
 
 
+def runs_in_group(runs: pd.DataFrame, group: str) -> pd.DataFrame:
+    """Rows of runs.csv that belong to ``group`` (its ``groups`` column is ``;``-joined)."""
+    groups = runs["groups"].fillna("").astype(str).str.split(";")
+    return runs[groups.apply(lambda names: group in names)]
+
+
 def analyse_reuse(context: StudyContext, settings: dict[str, Any]) -> dict[str, pd.DataFrame]:
+    """Feature reuse from the block-shuffle sweep's runs (the paper's "noaug" configs).
+
+    Only the sweep's runs count, so that the unshuffled reference is trained exactly
+    like the shuffled ones; a study without a sweep compares its main runs.
+    """
     from transferlens.analysis import feature_reuse
 
-    return {"reuse": feature_reuse(context.runs_frame)}
+    runs = runs_in_group(context.runs_frame, "block_shuffle")
+    if runs.empty:
+        runs = runs_in_group(context.runs_frame, "main")
+    return {"reuse": feature_reuse(runs)}
 
 
 def analyse_pretrain_checkpoints(
@@ -194,7 +208,8 @@ def analyse_pretrain_checkpoints(
 ) -> dict[str, pd.DataFrame]:
     from transferlens.analysis import pretrain_checkpoints
 
-    return {"pretrain_checkpoints": pretrain_checkpoints(context.runs_frame)}
+    runs = runs_in_group(context.runs_frame, "pretrain_checkpoints")
+    return {"pretrain_checkpoints": pretrain_checkpoints(runs)}
 
 
 def _keyed_models(context: StudyContext, pairs: dict[str, list[tuple[Any, Any]]]) -> dict:

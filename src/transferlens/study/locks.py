@@ -9,10 +9,22 @@ new one under the same name.
 
 from __future__ import annotations
 
+import inspect
 import os
 from pathlib import Path
 
 from filelock import FileLock, Timeout
+
+
+def _native_only_options() -> dict[str, bool]:
+    """filelock >= 4 can unlink lock files and fall back to soft locks (which a SIGKILL
+    leaves behind): turn both off. Older versions do neither and lack the options."""
+    parameters = inspect.signature(FileLock.__init__).parameters
+    wanted = {"preserve_lock_file": True, "fallback_to_soft": False}
+    return {key: value for key, value in wanted.items() if key in parameters}
+
+
+_NATIVE_ONLY = _native_only_options()
 
 
 class RunLock:
@@ -21,14 +33,12 @@ class RunLock:
     def __init__(self, path: str | os.PathLike) -> None:
         self.path = Path(path)
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        self._lock = FileLock(
-            str(self.path), thread_local=False, preserve_lock_file=True, fallback_to_soft=False
-        )
+        self._lock = FileLock(str(self.path), thread_local=False, **_NATIVE_ONLY)
 
     def try_acquire(self) -> bool:
         """Take the lock if nobody holds it; never waits."""
         try:
-            self._lock.acquire(blocking=False)
+            self._lock.acquire(timeout=0)
         except Timeout:
             return False
         return True

@@ -127,7 +127,9 @@ class Plan:
         return sources[0] if sources else None
 
     def dependents(self, run_id: str) -> list[PlannedRun]:
-        return [run for run in self.runs.values() if run.depends_on and run.depends_on.run_id == run_id]
+        return [
+            run for run in self.runs.values() if run.depends_on and run.depends_on.run_id == run_id
+        ]
 
     def add(self, run: PlannedRun) -> PlannedRun:
         """Add ``run``, merging its groups into an identical run already planned."""
@@ -135,7 +137,9 @@ class Plan:
         if existing is None:
             self.runs[run.run_id] = run
             return run
-        groups = existing.meta.groups + tuple(g for g in run.meta.groups if g not in existing.meta.groups)
+        groups = existing.meta.groups + tuple(
+            g for g in run.meta.groups if g not in existing.meta.groups
+        )
         merged = replace(existing, meta=replace(existing.meta, groups=groups))
         self.runs[run.run_id] = merged
         return merged
@@ -167,7 +171,9 @@ class _Planner:
         self.plan = Plan(study)
         self.source_id: str | None = None
 
-    def train_spec(self, arm_name: str, arm: ArmSettings, data: DataSpec, init: Any, seed: int) -> TrainSpec:
+    def train_spec(
+        self, arm_name: str, arm: ArmSettings, data: DataSpec, init: Any, seed: int
+    ) -> TrainSpec:
         fields: dict[str, Any] = {
             "model": self.study.model.name,
             "model_kwargs": dict(self.study.model.kwargs),
@@ -178,7 +184,9 @@ class _Planner:
         }
         return validate(TrainSpec, fields, f"{self.source_name}: training.{arm_name} (run spec)")
 
-    def add(self, kind: Kind, spec: TrainSpec, meta: RunMeta, depends_on: Dependency | None) -> None:
+    def add(
+        self, kind: Kind, spec: TrainSpec, meta: RunMeta, depends_on: Dependency | None
+    ) -> None:
         self.plan.add(PlannedRun(run_id_of(kind, spec), spec, meta, depends_on))
 
     def add_source(self) -> None:
@@ -188,7 +196,9 @@ class _Planner:
         data = study.source.data.model_copy(update={"augment": arm.augment})
         seed = study.source.seed
         spec = self.train_spec("pretrain", arm, data, RandomInit(), seed)
-        meta = RunMeta("source", "", study.source.label, seed, augment=arm.augment, groups=("source",))
+        meta = RunMeta(
+            "source", "", study.source.label, seed, augment=arm.augment, groups=("source",)
+        )
         self.source_id = run_id_of("source", spec)
         self.add("source", spec, meta, None)
 
@@ -196,7 +206,9 @@ class _Planner:
         source = self.study.source
         if self.source_id is not None:
             assert epoch is not None
-            return RunInit(kind="run", run=self.source_id, epoch=epoch), Dependency(self.source_id, epoch)
+            return RunInit(kind="run", run=self.source_id, epoch=epoch), Dependency(
+                self.source_id, epoch
+            )
         if source.weights is not None:
             return FileInit(kind="file", path=source.weights), None
         kwargs = source.pretrained if isinstance(source.pretrained, dict) else None
@@ -258,7 +270,9 @@ def plan_study(study: StudySpec, source_name: str = "study") -> Plan:
         for seed in study.seeds:
             for init_name, arm in (("PT", training.pt), ("RIT", training.rit)):
                 data = target.data.model_copy(update={"augment": arm.augment})
-                planner.add_pair(target.label, data, seed, "main", arms=(init_name,), pretrain_epoch=final)
+                planner.add_pair(
+                    target.label, data, seed, "main", arms=(init_name,), pretrain_epoch=final
+                )
     sweep = study.block_shuffle
     if sweep is not None:
         shuffle_seeds = sweep.shuffle_seeds or [1234 + index for index in range(len(study.seeds))]
@@ -282,6 +296,11 @@ def plan_study(study: StudySpec, source_name: str = "study") -> Plan:
             for epoch in epochs:
                 for seed in study.seeds:
                     planner.add_pair(
-                        label, data, seed, "pretrain_checkpoints", arms=("PT",), pretrain_epoch=epoch
+                        label,
+                        data,
+                        seed,
+                        "pretrain_checkpoints",
+                        arms=("PT",),
+                        pretrain_epoch=epoch,
                     )
     return planner.plan

@@ -32,9 +32,16 @@ class _WorkerRow:
 class ProgressView:
     """Live status of a runner's workers (see the module docstring)."""
 
-    def __init__(self, plan: Plan, devices: list[str], *, live: bool | None = None) -> None:
+    def __init__(
+        self,
+        plan: Plan,
+        devices: list[str],
+        *,
+        live: bool | None = None,
+        console: Console | None = None,
+    ) -> None:
         self.plan = plan
-        self.console = Console(stderr=True)
+        self.console = console or Console(stderr=True)
         self.live_mode = self.console.is_terminal if live is None else live
         self.rows = [_WorkerRow(device) for device in devices]
         self.complete = 0
@@ -62,8 +69,12 @@ class ProgressView:
     def started(self, worker: int, run_id: str) -> None:
         meta = self.plan[run_id].meta
         epochs = self.plan[run_id].epochs
-        self.rows[worker] = _WorkerRow(self.rows[worker].device, run_id, meta.describe(), f"-/{epochs}")
-        self.note(f"started  {run_id} ({meta.describe()}) on {self.rows[worker].device}", live=False)
+        self.rows[worker] = _WorkerRow(
+            self.rows[worker].device, run_id, meta.describe(), f"-/{epochs}"
+        )
+        self.note(
+            f"started  {run_id} ({meta.describe()}) on {self.rows[worker].device}", live=False
+        )
 
     def epoch(self, worker: int, run_id: str, epoch: int, metric: float | None) -> None:
         row = self.rows[worker]
@@ -73,7 +84,9 @@ class ProgressView:
         row.metric = "" if metric is None else f"{metric:.3f}"
         self._refresh()
 
-    def finished(self, worker: int, run_id: str, status: str, error: str | None, seconds: float) -> None:
+    def finished(
+        self, worker: int, run_id: str, status: str, error: str | None, seconds: float
+    ) -> None:
         self.rows[worker] = _WorkerRow(self.rows[worker].device)
         if status == "failed":
             self.note(f"FAILED   {run_id}: {error}")
@@ -90,8 +103,8 @@ class ProgressView:
         print(f"[{self.complete}/{len(self.plan)}] {text}", file=sys.stderr, flush=True)
 
     def _refresh(self) -> None:
-        if self._live is not None:
-            self._live.update(self._render())
+        if self._live is not None:  # events are per epoch at most: draw each one at once
+            self._live.update(self._render(), refresh=True)
 
     def _render(self) -> Group:
         minutes = (time.monotonic() - self._started) / 60
@@ -104,5 +117,7 @@ class ProgressView:
         for column in ("worker", "device", "run", "what", "epoch", "test metric"):
             table.add_column(column)
         for index, row in enumerate(self.rows):
-            table.add_row(str(index), row.device, row.run_id or "idle", row.what, row.epoch, row.metric)
+            table.add_row(
+                str(index), row.device, row.run_id or "idle", row.what, row.epoch, row.metric
+            )
         return Group(header, table)

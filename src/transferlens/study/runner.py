@@ -17,11 +17,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from transferlens.study.execute import DEFAULT_TRAIN_FUNCTION
+from transferlens.study.loading import default_output, load_study
 from transferlens.study.locks import RunLock
 from transferlens.study.plan import Plan, plan_study
 from transferlens.study.runs_table import write_runs_table
 from transferlens.study.scheduler import Scheduler, blocked_reason, order_ids
-from transferlens.study.spec import default_output, load_study
 from transferlens.study.store import StudyStore, error_line
 
 ANALYSES_MODULE = "transferlens.study.analyses"
@@ -103,16 +103,36 @@ def execute_plan(
     store.root.mkdir(parents=True, exist_ok=True)
     store.write_study(plan, source_file=source_file)
     done_before = {run.run_id for run in plan if store.is_complete(run.run_id)}
+
+    def refresh_table(run_id: str) -> None:
+        write_runs_table(plan, store)  # runs.csv follows the study as runs finish
+
     if executor == "local":
         from transferlens.study.executors.local import LocalExecutor, make_slots
 
-        slots = make_slots(devices if devices is not None else plan.study.devices, jobs or plan.study.jobs, nproc_per_node)
-        runner = LocalExecutor(slots, retry_failed=retry_failed, progress=progress, train_function=train_function)
+        slots = make_slots(
+            devices if devices is not None else plan.study.devices,
+            jobs or plan.study.jobs,
+            nproc_per_node,
+        )
+        runner = LocalExecutor(
+            slots,
+            retry_failed=retry_failed,
+            progress=progress,
+            train_function=train_function,
+            on_run_finished=refresh_table,
+        )
         scheduler = runner.run(plan, store)
     elif executor == "slurm":
         from transferlens.study.executors.slurm import SlurmRunner
 
-        slurm = SlurmRunner(plan.study.slurm, partition=partition, retry_failed=retry_failed, progress=progress)
+        slurm = SlurmRunner(
+            plan.study.slurm,
+            partition=partition,
+            retry_failed=retry_failed,
+            progress=progress,
+            on_run_finished=refresh_table,
+        )
         scheduler = slurm.run(plan, store)
     else:
         from transferlens.errors import UserInputError
@@ -127,14 +147,19 @@ def execute_plan(
     return report
 
 
-def _report(plan: Plan, store: StudyStore, scheduler: Scheduler, done_before: set[str]) -> RunReport:
+def _report(
+    plan: Plan, store: StudyStore, scheduler: Scheduler, done_before: set[str]
+) -> RunReport:
     scheduler.poll()
     complete = [run.run_id for run in plan if store.is_complete(run.run_id)]
     failed = {
         run_id: (store.failure(run_id) or {}).get("error", "failed")
         for run_id in order_ids(plan, scheduler.runs_with("failed"))
     }
-    blocked = {run_id: blocked_reason(plan, run_id) for run_id in order_ids(plan, scheduler.runs_with("blocked"))}
+    blocked = {
+        run_id: blocked_reason(plan, run_id)
+        for run_id in order_ids(plan, scheduler.runs_with("blocked"))
+    }
     return RunReport(
         study_dir=store.root,
         total=len(plan),

@@ -14,7 +14,7 @@ The study is finished when nothing is in flight, ready, waiting or elsewhere.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Literal
 
@@ -34,6 +34,7 @@ class Scheduler:
     in_flight: set[str] = field(default_factory=set)
     attempted: set[str] = field(default_factory=set)
     verdicts: dict[str, Verdict] = field(default_factory=dict)
+    on_finish: Callable[[str], None] | None = None  # e.g. regenerate runs.csv
 
     def poll(self) -> dict[str, Verdict]:
         """Classify every run not in flight here (dependencies first: plan order)."""
@@ -76,6 +77,8 @@ class Scheduler:
 
     def finish(self, run_id: str) -> None:
         self.in_flight.discard(run_id)
+        if self.on_finish is not None:
+            self.on_finish(run_id)
 
     def finished(self) -> bool:
         busy = ("ready", "waiting", "elsewhere")

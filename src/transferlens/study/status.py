@@ -35,7 +35,9 @@ def plan_summary(plan: Plan, store: StudyStore, *, list_runs: bool = False) -> s
         key = (_arm(run.meta), run.meta.target)
         rows[key] += 1
         done[key] += run.run_id in complete
-    lines = [f"study {plan.study.name}: {len(plan)} runs ({len(complete)} complete) -> {store.root}"]
+    lines = [
+        f"study {plan.study.name}: {len(plan)} runs ({len(complete)} complete) -> {store.root}"
+    ]
     lines.append(f"  {'arm':<11} {'target':<16} {'runs':>5} {'complete':>9}")
     for (arm, target), count in rows.items():
         lines.append(f"  {arm:<11} {target:<16} {count:>5} {done[(arm, target)]:>9}")
@@ -51,8 +53,12 @@ def plan_summary(plan: Plan, store: StudyStore, *, list_runs: bool = False) -> s
         lines.append("")
         for run in plan:
             state = "complete" if run.run_id in complete else ""
-            after = f" after {run.depends_on.run_id}@{run.depends_on.epoch}" if run.depends_on else ""
-            lines.append(f"  {run.run_id}  {run.meta.describe():<40} {run.epochs:>4} ep{after}  {state}")
+            after = (
+                f" after {run.depends_on.run_id}@{run.depends_on.epoch}" if run.depends_on else ""
+            )
+            lines.append(
+                f"  {run.run_id}  {run.meta.describe():<40} {run.epochs:>4} ep{after}  {state}"
+            )
     return "\n".join(lines)
 
 
@@ -81,7 +87,9 @@ def study_status(store: StudyStore) -> str:
     for run_id, meta, _ in planned:
         by_arm[_arm(meta)] += 1
         by_arm_done[_arm(meta)] += states[run_id] == "complete"
-    lines.append("  by arm: " + ", ".join(f"{arm} {by_arm_done[arm]}/{n}" for arm, n in by_arm.items()))
+    lines.append(
+        "  by arm: " + ", ".join(f"{arm} {by_arm_done[arm]}/{n}" for arm, n in by_arm.items())
+    )
     known = {run_id for run_id, _, _ in planned}
     strays = [p.name for p in store.runs_dir.glob("*") if p.is_dir() and p.name not in known]
     if strays:

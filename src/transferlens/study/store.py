@@ -141,7 +141,9 @@ class StudyStore:
 
     # ---------------------------------------------------------------- writing
 
-    def record_failure(self, run_id: str, error: BaseException | str, trace: str | None = None) -> str:
+    def record_failure(
+        self, run_id: str, error: BaseException | str, trace: str | None = None
+    ) -> str:
         """Write error.json (one line) and traceback.txt; returns the line."""
         line = error_line(error) if isinstance(error, BaseException) else one_line(error)
         if trace is None and isinstance(error, BaseException):
@@ -209,8 +211,8 @@ class StudyStore:
 
     def load_plan(self) -> Plan:
         """The plan re-built from study.json (for analyses and reports of a finished study)."""
+        from transferlens.study.loading import parse_study
         from transferlens.study.plan import plan_study
-        from transferlens.study.spec import parse_study
 
         data = self.read_study()
         study = parse_study(data["study"], str(self.study_file), require_paths=False)
@@ -219,7 +221,11 @@ class StudyStore:
     def write_analyses_state(self, state: str, detail: str = "") -> None:
         atomic_write_json(
             self.root / ANALYSES_FILE,
-            {"state": state, "detail": one_line(detail), "time": time.strftime("%Y-%m-%dT%H:%M:%S")},
+            {
+                "state": state,
+                "detail": one_line(detail),
+                "time": time.strftime("%Y-%m-%dT%H:%M:%S"),
+            },
         )
 
     def analyses_state(self) -> dict[str, Any] | None:

@@ -26,9 +26,10 @@ from transferlens.validation import StrictModel
 
 ScalarValue = int | float | str | bool | None
 DEVICE_PATTERN = re.compile(r"^(auto|cpu|cuda(:\d+)?|mps)$")
-# Fields that change how fast a run goes, never what it computes: a resumed run may
-# differ in them from the run it continues.
-EXECUTION_FIELDS = ("num_workers", "eval_batch_size")
+# Fields that change where or how fast a run goes, never what it computes: a resumed
+# run may differ in them from the run it continues (as may data.root, where the same
+# data set happens to live).
+EXECUTION_FIELDS = ("num_workers", "eval_batch_size", "device")
 
 
 class RandomInit(StrictModel):
@@ -143,4 +144,5 @@ class TrainSpec(StrictModel):
         data = self.model_dump(mode="json")
         for name in EXECUTION_FIELDS:
             data.pop(name, None)
+        data["data"].pop("root", None)
         return data

@@ -21,7 +21,8 @@ import multiprocessing
 import os
 import signal
 import sys
-from contextlib import contextmanager
+from collections.abc import Callable
+from contextlib import contextmanager, suppress
 from dataclasses import asdict, dataclass
 from multiprocessing.connection import Connection, wait
 from pathlib import Path
@@ -52,7 +53,9 @@ def _gpu_ids(devices: str | list[int | str]) -> list[str]:
     items = devices if isinstance(devices, list) else str(devices).split(",")
     ids = [str(item).strip().removeprefix("cuda:") for item in items if str(item).strip()]
     if not ids or not all(item.isdigit() for item in ids):
-        raise UserInputError(f"--devices: expected cpu, auto or GPU indices like 0,1 (got {devices!r})")
+        raise UserInputError(
+            f"--devices: expected cpu, auto or GPU indices like 0,1 (got {devices!r})"
+        )
     return ids
 
 
@@ -164,7 +167,9 @@ def _environment(**values: str):
 
 
 class _Worker:
-    def __init__(self, slot: Slot, study_dir: Path, retry_failed: bool, train_function: str) -> None:
+    def __init__(
+        self, slot: Slot, study_dir: Path, retry_failed: bool, train_function: str
+    ) -> None:
         context = multiprocessing.get_context("spawn")
         self.slot = slot
         self.connection, child = context.Pipe()
@@ -172,7 +177,9 @@ class _Worker:
         self.process = context.Process(target=_worker_main, args=args, daemon=True)
         threads = str(slot.threads)
         with _environment(
-            CUDA_VISIBLE_DEVICES=slot.visible_devices, OMP_NUM_THREADS=threads, MKL_NUM_THREADS=threads
+            CUDA_VISIBLE_DEVICES=slot.visible_devices,
+            OMP_NUM_THREADS=threads,
+            MKL_NUM_THREADS=threads,
         ):
             self.process.start()
         child.close()
@@ -180,10 +187,8 @@ class _Worker:
 
     def stop(self) -> None:
         if self.process.is_alive():
-            try:
+            with suppress(OSError):
                 self.connection.send(None)
-            except OSError:
-                pass
             self.process.join(timeout=5)
         if self.process.is_alive():
             self.process.kill()
@@ -199,16 +204,20 @@ class LocalExecutor:
         *,
         retry_failed: bool = False,
         progress: bool | None = None,
+        on_run_finished: Callable[[str], None] | None = None,
         train_function: str = DEFAULT_TRAIN_FUNCTION,
     ) -> None:
         self.slots = slots
         self.retry_failed = retry_failed
         self.progress = progress
+        self.on_run_finished = on_run_finished
         self.train_function = train_function
 
     def run(self, plan: Plan, store: StudyStore) -> Scheduler:
         """Run every runnable run of ``plan``; returns the final scheduler view."""
-        scheduler = Scheduler(plan, store, retry_failed=self.retry_failed)
+        scheduler = Scheduler(
+            plan, store, retry_failed=self.retry_failed, on_finish=self.on_run_finished
+        )
         scheduler.poll()
         if scheduler.finished():
             return scheduler
@@ -240,7 +249,9 @@ class LocalExecutor:
                 if not ready:
                     break
                 if worker is None:
-                    worker = workers[index] = _Worker(slot, store.root, self.retry_failed, self.train_function)
+                    worker = workers[index] = _Worker(
+                        slot, store.root, self.retry_failed, self.train_function
+                    )
                 run = ready[0]
                 scheduler.start(run.run_id)
                 worker.run_id = run.run_id
@@ -255,7 +266,11 @@ class LocalExecutor:
             scheduler.poll()
 
     def _wait(
-        self, store: StudyStore, scheduler: Scheduler, workers: list[_Worker | None], view: ProgressView
+        self,
+        store: StudyStore,
+        scheduler: Scheduler,
+        workers: list[_Worker | None],
+        view: ProgressView,
     ) -> None:
         live = [w for w in workers if w is not None]
         handles: list[Any] = [w.connection for w in live] + [w.process.sentinel for w in live]
@@ -281,14 +296,23 @@ class LocalExecutor:
                     if outcome.status in ("locked", "not_ready"):
                         scheduler.attempted.discard(outcome.run_id)  # not a try: may retry
                     view.finished(
-                        worker.slot.index, outcome.run_id, outcome.status, outcome.error, outcome.seconds
+                        worker.slot.index,
+                        outcome.run_id,
+                        outcome.status,
+                        outcome.error,
+                        outcome.seconds,
                     )
                     worker.run_id = None
         except (EOFError, OSError):
             pass  # the worker died; _bury handles it
 
     def _bury(
-        self, index: int, worker: _Worker, store: StudyStore, scheduler: Scheduler, view: ProgressView
+        self,
+        index: int,
+        worker: _Worker,
+        store: StudyStore,
+        scheduler: Scheduler,
+        view: ProgressView,
     ) -> None:
         """A worker process ended by itself: record its run as failed (it was killed)."""
         self._receive(worker, scheduler, view)

@@ -19,7 +19,10 @@ from __future__ import annotations
 
 import json
 import os
+import signal
+import subprocess
 import time
+from collections.abc import Callable
 from dataclasses import asdict
 from typing import Any
 
@@ -35,14 +38,42 @@ from transferlens.study.store import StudyStore
 POLL_SECONDS = 2.0
 RESULT_GRACE_SECONDS = 30.0  # a COMPLETED job's result file may lag behind sacct
 JOBS_FILE = "jobs.json"
-ACTIVE_STATES = ("PENDING", "RUNNING", "REQUEUED", "CONFIGURING", "COMPLETING", "RESIZING", "SUSPENDED", "UNKNOWN")
+ACTIVE_STATES = (
+    "PENDING",
+    "RUNNING",
+    "REQUEUED",
+    "CONFIGURING",
+    "COMPLETING",
+    "RESIZING",
+    "SUSPENDED",
+    "UNKNOWN",
+)
+
+
+def _stop_on_sigterm(signum: int, frame: Any) -> None:
+    raise SystemExit(128 + signum)
+
+
+def _left_queue(job_id: str) -> bool:
+    """Whether SLURM's queue no longer holds ``job_id`` (False when squeue cannot tell)."""
+    try:
+        result = subprocess.run(
+            ["squeue", "-h", "-o", "%i", "-j", job_id], capture_output=True, text=True, timeout=60
+        )
+    except (OSError, subprocess.TimeoutExpired):
+        return False
+    if result.returncode != 0:
+        return "Invalid job id" in result.stderr
+    return not result.stdout.strip()
 
 
 def _submitit():
     try:
         import submitit
     except ImportError:
-        raise UserInputError("--executor slurm needs submitit (pip install 'transferlens[slurm]')") from None
+        raise UserInputError(
+            "--executor slurm needs submitit (pip install 'transferlens[slurm]')"
+        ) from None
     return submitit
 
 
@@ -52,6 +83,9 @@ class RunJob:
     def __call__(self, study_dir: str, run: PlannedRun, retry_failed: bool) -> dict[str, Any]:
         import torch
 
+        # submitit ignores SIGTERM (scancel, preemption) and trains on until SIGKILL: stop at
+        # once instead; the run resumes from its last checkpoint when run again or requeued.
+        signal.signal(signal.SIGTERM, _stop_on_sigterm)
         cpus = int(os.environ.get("SLURM_CPUS_PER_TASK", "0") or 0)
         if cpus > 0:
             torch.set_num_threads(cpus)
@@ -78,17 +112,21 @@ class SlurmRunner:
         partition: str | None = None,
         retry_failed: bool = False,
         progress: bool | None = None,
+        on_run_finished: Callable[[str], None] | None = None,
         poll_seconds: float = POLL_SECONDS,
     ) -> None:
         self.settings = settings
         self.partition = partition
         self.retry_failed = retry_failed
         self.progress = progress
+        self.on_run_finished = on_run_finished
         self.poll_seconds = poll_seconds
 
     def _executor(self, store: StudyStore, resources: SlurmResources) -> Any:
         submitit = _submitit()
-        executor = submitit.SlurmExecutor(folder=str(store.root / "slurm" / "%j"), max_num_timeout=10)
+        executor = submitit.SlurmExecutor(
+            folder=str(store.root / "slurm" / "%j"), max_num_timeout=10
+        )
         parameters: dict[str, Any] = {
             "time": resources.time_minutes,
             "cpus_per_task": resources.cpus_per_task,
@@ -114,7 +152,9 @@ class SlurmRunner:
 
     def run(self, plan: Plan, store: StudyStore) -> Scheduler:
         """Submit every runnable run and follow the jobs until nothing is left."""
-        scheduler = Scheduler(plan, store, retry_failed=self.retry_failed)
+        scheduler = Scheduler(
+            plan, store, retry_failed=self.retry_failed, on_finish=self.on_run_finished
+        )
         scheduler.poll()
         if scheduler.finished():
             return scheduler
@@ -151,14 +191,21 @@ class SlurmRunner:
         for resources, runs in groups.values():
             executor = self._executor(store, resources)
             with executor.batch():
-                jobs = [executor.submit(job_class(), str(store.root), run, self.retry_failed) for run in runs]
+                jobs = [
+                    executor.submit(job_class(), str(store.root), run, self.retry_failed)
+                    for run in runs
+                ]
             for run, job in zip(runs, jobs):
                 scheduler.start(run.run_id)
                 active[run.run_id] = job
-                view.note(f"submitted {run.run_id} ({run.meta.describe()}) as SLURM job {job.job_id}")
+                view.note(
+                    f"submitted {run.run_id} ({run.meta.describe()}) as SLURM job {job.job_id}"
+                )
         self._save_jobs(store, active)
 
-    def _collect(self, store: StudyStore, scheduler: Scheduler, active: dict[str, Any], view: ProgressView) -> None:
+    def _collect(
+        self, store: StudyStore, scheduler: Scheduler, active: dict[str, Any], view: ProgressView
+    ) -> None:
         if not active:
             return
         next(iter(active.values())).get_info(mode="force")  # one sacct call refreshes every job
@@ -182,20 +229,31 @@ class SlurmRunner:
             except Exception as error:  # the job raised outside execute_run
                 line = store.record_failure(run_id, f"SLURM job {job.job_id} failed: {error}")
                 return Outcome(run_id, "failed", line)
+        if store.is_running(run_id):
+            return None  # the job's process still holds the run (e.g. winding down after scancel)
         state = job.watcher.get_state(job.job_id, mode="cache")
-        if not state or state.split()[0] in ACTIVE_STATES:
-            return None
-        if state.startswith("COMPLETED"):
-            first_seen = getattr(job, "_transferlens_completed_at", None)
-            if first_seen is None:
-                job._transferlens_completed_at = time.monotonic()
+        if state == "UNKNOWN" and _left_queue(job.job_id):
+            # An array task cancelled while pending leaves no accounting record at all.
+            reason = (
+                "was CANCELLED before it started (it left the queue without an accounting record)"
+            )
+        else:
+            still_active = not state or state.split()[0] in ACTIVE_STATES
+            if still_active or (state.startswith("COMPLETED") and not self._result_overdue(job)):
                 return None
-            if time.monotonic() - first_seen < RESULT_GRACE_SECONDS:
-                return None
+            reason = f"ended {state} before the run completed"
         if store.is_complete(run_id):
             return Outcome(run_id, "complete")
-        line = store.record_failure(run_id, f"SLURM job {job.job_id} ended {state} before the run completed")
+        line = store.record_failure(run_id, f"SLURM job {job.job_id} {reason}")
         return Outcome(run_id, "failed", line)
+
+    @staticmethod
+    def _result_overdue(job: Any) -> bool:
+        """A COMPLETED job's result file may appear after sacct says so: wait a little."""
+        first_seen = getattr(job, "_transferlens_completed_at", None)
+        if first_seen is None:
+            job._transferlens_completed_at = first_seen = time.monotonic()
+        return time.monotonic() - first_seen >= RESULT_GRACE_SECONDS
 
     def _save_jobs(self, store: StudyStore, active: dict[str, Any]) -> None:
         atomic_write_json(

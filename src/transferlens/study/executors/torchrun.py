@@ -22,6 +22,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Callable, Sequence
+from pathlib import Path
 from typing import Any
 
 from transferlens.io import read_jsonl
@@ -56,7 +57,9 @@ def torchrun_command(study_dir: str, run_id: str, nproc: int) -> list[str]:
 def torchrun_launcher(nproc: int, threads: int) -> Callable[..., None]:
     """A ``launch(store, run, on_epoch)`` for :func:`execute_run` using ``nproc`` processes."""
 
-    def launch(store: StudyStore, run: PlannedRun, on_epoch: Callable[[int, dict[str, Any]], None] | None) -> None:
+    def launch(
+        store: StudyStore, run: PlannedRun, on_epoch: Callable[[int, dict[str, Any]], None] | None
+    ) -> None:
         run_dir = store.run_dir(run.run_id)
         run_dir.mkdir(parents=True, exist_ok=True)
         per_process = str(max(1, threads // nproc))
@@ -90,7 +93,9 @@ def torchrun_launcher(nproc: int, threads: int) -> Callable[..., None]:
     return launch
 
 
-def _report_epochs(path: Any, seen: int, on_epoch: Callable[[int, dict[str, Any]], None] | None) -> int:
+def _report_epochs(
+    path: Any, seen: int, on_epoch: Callable[[int, dict[str, Any]], None] | None
+) -> int:
     records = read_jsonl(path)
     if on_epoch is not None:
         for record in records[seen:]:
@@ -98,12 +103,13 @@ def _report_epochs(path: Any, seen: int, on_epoch: Callable[[int, dict[str, Any]
     return max(seen, len(records))
 
 
-def _last_error(log_path: Any) -> str:
+def _last_error(log_path: Path) -> str:
     """The most telling line of a failed torchrun log (the last exception line)."""
     try:
-        lines = [line for line in open(log_path, encoding="utf-8", errors="replace").read().splitlines() if line.strip()]
+        text = log_path.read_text(encoding="utf-8", errors="replace")
     except OSError:
         return "no log"
+    lines = [line for line in text.splitlines() if line.strip()]
     for line in reversed(lines):
         if "Error" in line or "Exception" in line:
             return one_line(line, 200)
@@ -115,7 +121,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     _set_pdeathsig()
     args = list(sys.argv[1:] if argv is None else argv)
     if len(args) != 2:
-        print("usage: python -m transferlens.study.executors.torchrun STUDY_DIR RUN_ID", file=sys.stderr)
+        print(
+            "usage: python -m transferlens.study.executors.torchrun STUDY_DIR RUN_ID",
+            file=sys.stderr,
+        )
         return 2
     study_dir, run_id = args
     import torch
