@@ -21,7 +21,6 @@ per combination (with ``model_a``, ``model_b``).
 
 from __future__ import annotations
 
-import itertools
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -33,10 +32,9 @@ from torch import nn
 
 from transferlens.analysis.cka_estimators import MinibatchCKA, cka_from_hsic
 from transferlens.analysis.features import check_layers, default_layers, stream_features
+from transferlens.analysis.pairs import Pair, resolve_pairs
 from transferlens.analysis.stats import bootstrap_interval, index_counts
 from transferlens.errors import UserInputError
-
-Pair = tuple[str, str, str]  # (pair name, key of the first model, key of the second)
 
 
 @dataclass(frozen=True)
@@ -97,25 +95,6 @@ class CKAResult:
                     {**label, **cell, "cka": values[at], "cka_low": low[at], "cka_high": high[at]}
                 )
         return pd.DataFrame(rows)
-
-
-def _resolve_pairs(keys: Sequence[str], pairs: Iterable[Sequence[str]] | None) -> list[Pair]:
-    if pairs is None:
-        return [(f"{a}-{b}", a, b) for a, b in itertools.combinations(keys, 2)]
-    resolved = []
-    for pair in pairs:
-        if isinstance(pair, str) or len(pair) != 3:
-            raise UserInputError(f"a pair is (name, model_a, model_b) (got {pair!r})")
-        name, first, second = (str(part) for part in pair)
-        for key in (first, second):
-            if key not in keys:
-                raise UserInputError(
-                    f"pair {name!r}: unknown model {key!r} (models: {', '.join(keys)})"
-                )
-        resolved.append((name, first, second))
-    if not resolved:
-        raise UserInputError("no pairs of models to compare")
-    return resolved
 
 
 def _accumulate(
@@ -244,7 +223,7 @@ def cka(
                 f"model {key!r} is not a torch.nn.Module (got {type(model).__name__})"
             )
     keys = list(model_map)
-    combos = _resolve_pairs(keys, pairs)
+    combos = resolve_pairs(keys, pairs)
     used = [key for key in keys if any(key in combo[1:] for combo in combos)]
     layers = default_layers(model_map[used[0]]) if layers is None else list(layers)
     for key in used:

@@ -21,7 +21,6 @@ under the same resampled examples); ``combine=False`` keeps one row per combinat
 
 from __future__ import annotations
 
-import itertools
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -32,6 +31,7 @@ import torch
 from torch import nn
 
 from transferlens.analysis.features import evaluation_mode, model_device, split_batch
+from transferlens.analysis.pairs import resolve_pairs
 from transferlens.analysis.stats import bootstrap_interval, index_counts
 from transferlens.errors import UserInputError
 
@@ -235,27 +235,6 @@ class MistakesResult:
         return np.flatnonzero(combos[0].codes == CELLS.index(cell))
 
 
-def _resolve_pairs(
-    keys: Sequence[str], pairs: Iterable[Sequence[str]] | None
-) -> list[tuple[str, str, str]]:
-    if pairs is None:
-        return [(f"{a}-{b}", a, b) for a, b in itertools.combinations(keys, 2)]
-    resolved = []
-    for pair in pairs:
-        if isinstance(pair, str) or len(pair) != 3:
-            raise UserInputError(f"a pair is (name, first, second) (got {pair!r})")
-        name, first, second = (str(part) for part in pair)
-        for key in (first, second):
-            if key not in keys:
-                raise UserInputError(
-                    f"pair {name!r}: unknown model {key!r} (known: {', '.join(keys)})"
-                )
-        resolved.append((name, first, second))
-    if not resolved:
-        raise UserInputError("no pairs of models to compare")
-    return resolved
-
-
 def mistakes(
     correct: Mapping[str, Any],
     pairs: Iterable[Sequence[str]] | None = None,
@@ -279,7 +258,7 @@ def mistakes(
     if not correct:
         raise UserInputError("mistakes: no models or correctness vectors given")
     keys = list(correct)
-    combos = _resolve_pairs(keys, pairs)
+    combos = resolve_pairs(keys, pairs)
     if all(isinstance(value, nn.Module) for value in correct.values()):
         if loader is None:
             raise UserInputError("mistakes(models, loader=...): a loader is needed to score models")
