@@ -404,8 +404,8 @@ def comparisons_for(
                     label,
                     name,
                     peer_seconds=float("nan"),
-                    target="runs",
-                    met=False,
+                    target="faster",
+                    met=None,
                     note=f"peer fails: {timed.error}",
                     **common,
                 )

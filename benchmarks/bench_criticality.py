@@ -174,8 +174,10 @@ def setup(quick: bool):
 
 
 def worker(name: str, quick: bool, threads: int) -> None:
+    """Peak memory of one contender on one module (it does not grow with their number)."""
     torch.set_num_threads(threads)
     model, initial, batches, modules = setup(quick)
+    modules = modules[-1:]
     report_worker_result(
         measure_run_memory(lambda: CONTENDERS[name](model, initial, batches, modules))
     )

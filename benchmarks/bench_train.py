@@ -36,7 +36,7 @@ from torch.nn import functional as F
 from torch.utils.data import DataLoader
 
 TARGET = 0.95
-EPOCHS = 4
+EPOCHS = 3
 
 
 def make_spec(train_size: int):
@@ -152,12 +152,12 @@ def compare(train_size: int, runs: int, threads: int, measure_memory: bool = Tru
 
 
 def run(quick: bool = False, threads: int = 2) -> list[Comparison]:
-    return compare(512 if quick else 1024, 1 if quick else 2, threads, measure_memory=not quick)
+    return compare(512 if quick else 2048, 2 if quick else 3, threads, measure_memory=not quick)
 
 
 def main(argv: Sequence[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--quick", action="store_true", help="512 images, one run, no memory")
+    parser.add_argument("--quick", action="store_true", help="512 images, two runs, no memory")
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--contender", help=argparse.SUPPRESS)

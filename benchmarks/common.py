@@ -195,7 +195,7 @@ class Comparison:
     ours_seconds: float
     peer_seconds: float
     target: str
-    met: bool
+    met: bool | None  # None: nothing to judge (the peer does not run)
     ratio: float | None = None
     ratio_label: str = "peer/ours time"
     diff: float | None = None
@@ -243,7 +243,8 @@ class Comparison:
                 f"peak MiB ours {mib(self.ours_peak_mib, self.ours_extra_mib)}"
                 f" peer {mib(self.peer_peak_mib, self.peer_extra_mib)}"
             )
-        parts.append(f"target {self.target}: {'yes' if self.met else 'NO'}")
+        verdict = "n/a" if self.met is None else "yes" if self.met else "NO"
+        parts.append(f"target {self.target}: {verdict}")
         if self.note:
             parts.append(f"({self.note})")
         return " | ".join(parts)
