@@ -62,7 +62,7 @@ from transferlens.train.run_dir import (
     read_spec_json,
 )
 from transferlens.train.seeds import derive_seed, seed_global_rngs
-from transferlens.train.spec import TrainSpec
+from transferlens.train.spec import TrainSpec, comparable_json
 from transferlens.train.summary import RunSummary, summarise
 
 EpochCallback = Callable[[int, dict[str, Any]], None]
@@ -74,7 +74,7 @@ def check_spec_matches(run_dir: Path, spec: TrainSpec) -> bool:
     path = run_dir / SPEC_FILE
     if not path.is_file():
         return False
-    stored = read_spec_json(run_dir)
+    stored = comparable_json(read_spec_json(run_dir))
     given = spec.comparable()
     for key in sorted(set(stored) | set(given)):
         if key in given and stored.get(key) != given.get(key):

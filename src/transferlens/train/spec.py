@@ -141,8 +141,15 @@ class TrainSpec(StrictModel):
 
     def comparable(self) -> dict[str, Any]:
         """The spec as JSON data without :data:`EXECUTION_FIELDS` (for resume checks)."""
-        data = self.model_dump(mode="json")
-        for name in EXECUTION_FIELDS:
-            data.pop(name, None)
-        data["data"].pop("root", None)
-        return data
+        return comparable_json(self.model_dump(mode="json"))
+
+
+def comparable_json(spec_json: dict[str, Any]) -> dict[str, Any]:
+    """A spec's JSON without what may change between a run and its resumption.
+
+    Drops :data:`EXECUTION_FIELDS` and ``data.root`` (where the same data happens to live).
+    """
+    data = {key: value for key, value in spec_json.items() if key not in EXECUTION_FIELDS}
+    if isinstance(data.get("data"), dict):
+        data["data"] = {key: value for key, value in data["data"].items() if key != "root"}
+    return data
