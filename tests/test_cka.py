@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import torch
 
-from transferlens.analysis.cka_estimators import MinibatchCKA, linear_cka, rbf_cka
+from transferlens.analysis.cka_estimators import MinibatchCKA, gram_linear, linear_cka, rbf_cka
 from transferlens.errors import UserInputError
 
 
@@ -558,3 +558,13 @@ def test_the_public_name_analysis_cka_is_the_function():
     import transferlens.analysis.cka_models  # noqa: F401  (imports the cka submodule too)
 
     assert callable(analysis.cka)
+
+
+@pytest.mark.parametrize("n", [5, 127, 128, 300, 513])
+def test_blocked_gram_is_the_exactly_symmetric_product(n):
+    x = torch.randn(n, 37, generator=torch.Generator().manual_seed(n))
+    gram = gram_linear(x)
+    reference = x.double() @ x.double().T
+    assert torch.equal(gram, gram.T)
+    assert torch.allclose(gram.double(), reference, rtol=1e-5, atol=1e-4)
+    assert torch.equal(gram_linear(x.double()), gram_linear(x.double()).T)

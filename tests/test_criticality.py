@@ -14,7 +14,7 @@ from torch.utils.data import DataLoader, TensorDataset
 
 from transferlens.analysis import module_criticality, rewind_module
 from transferlens.analysis.criticality import path_grid
-from transferlens.analysis.perturb import noise_seed
+from transferlens.analysis.perturb import ModuleSlot, noise_seed
 from transferlens.errors import UserInputError
 
 N = 96
@@ -147,6 +147,27 @@ def test_pruned_search_equals_brute_force_with_fewer_passes(
     )  # fmt: skip
     assert full.equals(frame)
     assert full.attrs["n_forward_passes"] == full.attrs["n_full_grid_passes"]
+
+
+def test_vanishing_noise_reuses_the_noiseless_loss(run):
+    final, init, _ = run
+    slot = ModuleSlot(copy.deepcopy(final), "block")
+    values = slot.values_from(final.state_dict())
+    assert not slot.set(values, 1e-16, torch.Generator().manual_seed(0))  # lost in rounding
+    assert slot.set(values, 0.1, torch.Generator().manual_seed(0))
+    alphas, sigmas = np.linspace(0, 1, 11), [1e-16]
+    pruned = module_criticality(
+        final, init, loader(), "multiclass", alphas=alphas, sigmas=sigmas, n_noise=10, seed=3
+    )
+    full = module_criticality(
+        final, init, loader(), "multiclass", alphas=alphas, sigmas=sigmas, n_noise=10, seed=3,
+        search="full",
+    )  # fmt: skip
+    assert pruned.equals(full)
+    modules = len(pruned) - 1
+    # At most one pass per (module, alpha) plus the reference, not one per draw.
+    assert pruned.attrs["n_forward_passes"] <= 1 + modules * len(alphas)
+    assert full.attrs["n_forward_passes"] == 1 + modules * len(alphas) * 10
 
 
 def test_rewind_metric_is_the_metric_with_the_module_at_init(run):

@@ -194,7 +194,7 @@ def test_analyses_hook_runs_once_everything_is_complete(tmp_path, monkeypatch):
 
     calls = []
     module = types.ModuleType(ANALYSES_MODULE)
-    module.run_analyses = lambda plan, store: calls.append((plan, store))
+    module.run_analyses = lambda plan, store, progress: calls.append((plan, store))
     study, out = _study_file(tmp_path, analyses={"distance": {}}), tmp_path / "out"
     monkeypatch.setitem(sys.modules, ANALYSES_MODULE, module)
     plan, store, report = _run(study, out)
@@ -202,7 +202,7 @@ def test_analyses_hook_runs_once_everything_is_complete(tmp_path, monkeypatch):
     assert len(calls) == 1 and calls[0][0] is plan and calls[0][1].root == store.root
     assert store.analyses_state()["state"] == "complete"
 
-    def broken(plan, store):
+    def broken(plan, store, progress):
         raise ValueError("no such layer\nconv9")
 
     module.run_analyses = broken

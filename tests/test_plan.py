@@ -9,6 +9,7 @@ import json
 import pytest
 
 from transferlens.cli import main
+from transferlens.errors import UserInputError
 from transferlens.study.loading import parse_study
 from transferlens.study.plan import plan_study
 
@@ -115,6 +116,36 @@ def test_block_shuffle_runs_pair_seeds_with_shuffle_seeds():
             )
     for run in plan.select(group="main"):
         assert run.spec.data.augment is True and run.spec.data.block_size is None
+
+
+def test_sweeps_can_repeat_fewer_seeds_than_the_main_grid():
+    study = copy.deepcopy(BASE)
+    study["seeds"] = [0, 1, 2]
+    study["block_shuffle"]["seeds"] = [1]
+    study["pretrain_checkpoints"]["seeds"] = [0, 2]
+    plan = _plan(study)
+    assert {run.meta.seed for run in plan.select(group="main")} == {0, 1, 2}
+    shuffled = [run for run in plan.select(group="block_shuffle") if run.meta.block_size]
+    assert {run.meta.seed for run in shuffled} == {1}
+    # The sweep's first (only) seed pairs with the first default shuffle seed.
+    assert {run.meta.shuffle_seed for run in shuffled} == {1234}
+    early = [r for r in plan.select(group="pretrain_checkpoints") if r.meta.pretrain_epoch != 4]
+    assert sorted(run.meta.seed for run in early) == [0, 0, 2, 2]
+    # The sweeps' seeds change nothing else: the main grid is the same runs.
+    unswept = _plan(_with(["seeds"], [0, 1, 2]))
+    assert {r.run_id for r in plan.select(group="main")} == {
+        r.run_id for r in unswept.select(group="main")
+    }
+
+
+def test_shuffle_seeds_pair_with_the_sweeps_own_seeds():
+    study = copy.deepcopy(BASE)
+    study["block_shuffle"].update(seeds=[5], shuffle_seeds=[7, 8])
+    with pytest.raises(UserInputError, match="block_shuffle.shuffle_seeds: needs one seed per"):
+        parse_study(study, "p.yaml")
+    study["block_shuffle"]["seeds"] = [5, 5]
+    with pytest.raises(UserInputError, match="block_shuffle.seeds"):
+        parse_study(study, "p.yaml")
 
 
 @pytest.mark.parametrize(

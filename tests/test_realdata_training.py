@@ -55,7 +55,6 @@ def test_cifar10_pretraining_then_pacs_photo_fine_tuning(
     shared_data, shared_data_cache, tmp_path, monkeypatch
 ):
     monkeypatch.setenv("TRANSFERLENS_CACHE", str(shared_data_cache))
-    torch.set_num_threads(2)
     source = DataSpec(
         name="cifar10", root=str(shared_data), train_size=3000, test_size=500, augment=True
     )

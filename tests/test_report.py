@@ -347,6 +347,16 @@ def test_missing_study_dir_is_bad_input(tmp_path: Path, capsys: pytest.CaptureFi
     assert main(["report", str(tmp_path / "empty")]) == 2
 
 
+def test_an_empty_table_is_an_analysis_without_rows(tmp_path: Path) -> None:
+    study = make_study(tmp_path / "study", omit=set(ANALYSIS_TABLES) - {"cka"})
+    # What an analysis that found nothing to compare writes (pandas: no header at all).
+    (study / "results" / "criticality_path.csv").write_text(
+        pd.DataFrame().to_csv(index=False), encoding="utf-8"
+    )
+    page = read_page(build_report(study, image_loader=fixture_image_loader))
+    assert page.sections == list(SECTIONS)
+
+
 def test_malformed_tables_name_file_and_column(tmp_path: Path) -> None:
     study = make_study(tmp_path / "study", omit=set(ANALYSIS_TABLES) - {"cka"})
     cka = pd.read_csv(study / "results" / "cka.csv")

@@ -45,9 +45,29 @@ def _as_matrix(x: torch.Tensor | np.ndarray, name: str) -> torch.Tensor:
     return x.detach().reshape(x.shape[0], -1).to(torch.float64)
 
 
+# Below this many rows a Gram is one product: splitting small ones costs more than it saves.
+SYMMETRIC_GRAM_MIN_ROWS = 64
+
+
 def gram_linear(x: torch.Tensor) -> torch.Tensor:
-    """Linear-kernel Gram matrix ``K = X X^T``."""
-    return x @ x.T
+    """Linear-kernel Gram matrix ``K = X X^T``, exactly symmetric.
+
+    ``K`` is symmetric, so only its upper block triangle is multiplied: with ``X`` split
+    into rows ``[X1; X2]``, ``K = [[K1, X1 X2^T], [(X1 X2^T)^T, K2]]`` with the diagonal
+    blocks ``K1``, ``K2`` recursively the same way: at 256 rows, 5/8 of the ``n^2 d``
+    multiply-adds of ``X X^T``.
+    """
+    n = x.shape[0]
+    if n < 2 * SYMMETRIC_GRAM_MIN_ROWS:
+        gram = x @ x.T
+        return gram.triu() + gram.triu(1).T  # one rounding for both (i, j) and (j, i)
+    half = n // 2
+    gram = x.new_empty((n, n))
+    gram[:half, :half] = gram_linear(x[:half])
+    gram[:half, half:] = x[:half] @ x[half:].T
+    gram[half:, :half] = gram[:half, half:].T
+    gram[half:, half:] = gram_linear(x[half:])
+    return gram
 
 
 def squared_distances(x: torch.Tensor) -> torch.Tensor:

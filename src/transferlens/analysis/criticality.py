@@ -32,7 +32,10 @@ Search without waste, yet the same result as the full grid:
   once the running sum over the draws (and the batches of the current draw) proves
   the mean above eps -- tested with the very expression the full mean is tested
   with -- the point is infeasible whatever the remaining batches and draws hold, and
-  they are skipped.
+  they are skipped;
+- a draw whose noise vanishes in rounding (sigma = 1e-16 next to float32 weights
+  leaves every parameter bit for bit unchanged) is the noiseless network at that
+  alpha: its loss is evaluated once and reused by every such draw.
 
 Each draw's noise comes from its own seed (:func:`~transferlens.analysis.perturb.noise_seed`),
 so skipped points do not shift the noise of the others: ``search="full"`` evaluates
@@ -148,13 +151,16 @@ class _Search:
         self.device = resolve_device(None, working)
         self.n_passes = 0
         self.n_batches = 0
+        # alpha -> L at theta(alpha) without noise, for draws whose noise vanished in rounding
+        self.noiseless_losses: dict[float, float] = {}
 
     @torch.inference_mode()
     def feasible(self, point: _Point, early_stop: bool) -> tuple[bool, float]:
         """(mean over draws of L <= eps, that mean; partial if stopped early).
 
-        With ``early_stop`` a pass stops as soon as the running sum proves the point
-        infeasible (see the module docstring): every term added later is >= 0.
+        With ``early_stop`` (the pruned search) a pass stops as soon as the running sum
+        proves the point infeasible (every term added later is >= 0), and a draw whose
+        noise vanished reuses the noiseless loss at its alpha (see the module docstring).
         """
         values = lerp_values(self.init, self.final, point.alpha)
         n_examples, n_noise, epsilon = self.batches.n_examples, self.n_noise, self.epsilon
@@ -163,13 +169,22 @@ class _Search:
             generator = noise_generator(
                 self.device, noise_seed(self.seed, self.slot.module, point.index, sample)
             )
-            self.slot.set(values, point.sigma, generator)
+            perturbed = self.slot.set(values, point.sigma, generator)
+            if early_stop and not perturbed and point.alpha in self.noiseless_losses:
+                # The very network already evaluated: its loss, not another pass.
+                mean_loss = self.noiseless_losses[point.alpha]
+                if early_stop and (draws_sum + mean_loss) / n_noise > epsilon:
+                    return False, (draws_sum + mean_loss) / (sample + 1)
+                draws_sum += mean_loss
+                continue
             self.n_passes += 1
             loss_sum = 0.0
             for loss_sum in running_loss_sums(self.working, self.batches, self.task):
                 self.n_batches += 1
                 if early_stop and (draws_sum + loss_sum / n_examples) / n_noise > epsilon:
                     return False, (draws_sum + loss_sum / n_examples) / (sample + 1)
+            if early_stop and not perturbed:
+                self.noiseless_losses[point.alpha] = loss_sum / n_examples
             draws_sum += loss_sum / n_examples
         return draws_sum / n_noise <= epsilon, draws_sum / n_noise
 

@@ -82,18 +82,27 @@ class ModuleSlot:
         values: Mapping[str, torch.Tensor],
         sigma: float = 0.0,
         generator: torch.Generator | None = None,
-    ) -> None:
+    ) -> bool:
+        """Write the values (plus noise); returns whether the noise changed any parameter.
+
+        A tiny ``sigma`` (the reference grid starts at 1e-16) can vanish entirely in
+        rounding: then the network is bit for bit the noiseless one.
+        """
         for name, target in self._targets.items():
             target.copy_(values[name])
-        if sigma != 0.0:
-            if generator is None:
-                raise ValueError("noise needs a generator")
-            for name in self.parameter_names:
-                target = self._targets[name]
-                noise = torch.randn(
-                    target.shape, generator=generator, device=target.device, dtype=target.dtype
-                )
-                target.add_(noise * sigma)
+        if sigma == 0.0:
+            return False
+        if generator is None:
+            raise ValueError("noise needs a generator")
+        perturbed = False
+        for name in self.parameter_names:
+            target = self._targets[name]
+            noise = torch.randn(
+                target.shape, generator=generator, device=target.device, dtype=target.dtype
+            )
+            target.add_(noise * sigma)
+            perturbed = perturbed or not torch.equal(target, values[name])
+        return perturbed
 
     def restore(self) -> None:
         """Put back the state the module had when the slot was made."""

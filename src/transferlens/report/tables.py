@@ -75,9 +75,10 @@ class StudyResults:
 
 
 def read_table(path: Path, name: str) -> pd.DataFrame | None:
-    """Read ``results/<name>.csv``; ``None`` if absent or empty; UserInputError if malformed."""
-    if not path.is_file():
-        return None
+    """Read ``results/<name>.csv``; ``None`` if absent, empty or header-only; UserInputError
+    if malformed."""
+    if not path.is_file() or not path.read_text(encoding="utf-8", errors="replace").strip():
+        return None  # an analysis with nothing to report writes an empty file
     needed = TABLE_COLUMNS[name]
     try:
         header = pd.read_csv(path, nrows=0)

@@ -22,6 +22,7 @@ from __future__ import annotations
 import hashlib
 import itertools
 import json
+import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from functools import cached_property
@@ -460,9 +461,8 @@ def run_analyses(
     manifest_path = Path(store.results_dir) / MANIFEST
     manifest = json.loads(manifest_path.read_text()) if manifest_path.exists() else {}
     torch.manual_seed(0)  # analyses draw their own seeded noise; this fixes anything else
-    for name in ORDER:
-        if name not in requested:
-            continue
+    names = [name for name in ORDER if name in requested]
+    for number, name in enumerate(names, 1):
         settings = requested[name]
         fingerprint = _fingerprint(context, name, settings)
         done = manifest.get(name, {})
@@ -470,7 +470,8 @@ def run_analyses(
         if done.get("fingerprint") == fingerprint and all(path.exists() for path in written):
             continue
         if progress:
-            progress(f"analysis {name}")
+            progress(f"[analysis {number}/{len(names)}] {name} ...")
+        started = time.perf_counter()
         tables = ANALYSES[name](context, settings)
         for table, frame in tables.items():
             atomic_write_text(
@@ -478,3 +479,6 @@ def run_analyses(
             )
         manifest[name] = {"fingerprint": fingerprint, "tables": sorted(tables)}
         atomic_write_json(manifest_path, manifest)
+        if progress:
+            seconds = time.perf_counter() - started
+            progress(f"[analysis {number}/{len(names)}] {name} done in {seconds:.0f} s")

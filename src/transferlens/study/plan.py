@@ -275,13 +275,14 @@ def plan_study(study: StudySpec, source_name: str = "study") -> Plan:
                 )
     sweep = study.block_shuffle
     if sweep is not None:
-        shuffle_seeds = sweep.shuffle_seeds or [1234 + index for index in range(len(study.seeds))]
+        seeds = sweep.seeds or study.seeds
+        shuffle_seeds = sweep.shuffle_seeds or [1234 + index for index in range(len(seeds))]
         for label in sweep.targets:
             target = study.target(label)
             image_size = target.data.image_size or 0
             sizes = list(dict.fromkeys(_normalised_block(s, image_size) for s in sweep.block_sizes))
             for size in sizes:
-                for seed, shuffle_seed in zip(study.seeds, shuffle_seeds):
+                for seed, shuffle_seed in zip(seeds, shuffle_seeds):
                     update: dict[str, Any] = {"augment": sweep.augment, "block_size": size}
                     if size is not None:
                         update["shuffle_seed"] = shuffle_seed
@@ -294,7 +295,7 @@ def plan_study(study: StudySpec, source_name: str = "study") -> Plan:
         for label in checkpoints.targets:
             data = study.target(label).data.model_copy(update={"augment": training.pt.augment})
             for epoch in epochs:
-                for seed in study.seeds:
+                for seed in checkpoints.seeds or study.seeds:
                     planner.add_pair(
                         label,
                         data,

@@ -2,8 +2,8 @@
 
 The live view has one row per worker (its device, the run it trains, what that run
 is, its epoch) under a line with how many runs are complete, failed and left. Without
-a terminal (or with ``--no-progress``) each start, finish and failure is one line
-on stderr instead, which is what logs want.
+a terminal (or with ``--no-progress``) each start, epoch, finish and failure is one
+line on stderr instead, which is what logs want.
 """
 
 from __future__ import annotations
@@ -82,6 +82,9 @@ class ProgressView:
             return
         row.epoch = f"{epoch}/{self.plan[run_id].epochs}"
         row.metric = "" if metric is None else f"{metric:.3f}"
+        if self._live is None:
+            shown = f", test metric {row.metric}" if row.metric else ""
+            self.note(f"epoch {row.epoch} {run_id} ({row.what}){shown}", live=False)
         self._refresh()
 
     def finished(

@@ -57,6 +57,10 @@ def open_study(
     return plan, StudyStore(out if out is not None else default_output(study))
 
 
+def _say(line: str) -> None:
+    print(line, flush=True)
+
+
 def run_analyses_hook(plan: Plan, store: StudyStore) -> str:
     """Run the analyses module on a finished study; returns a one-line note."""
     if not plan.study.analyses:
@@ -74,7 +78,7 @@ def run_analyses_hook(plan: Plan, store: StudyStore) -> str:
     try:
         store.write_analyses_state("running")
         try:
-            module.run_analyses(plan, store)
+            module.run_analyses(plan, store, progress=_say)
         except Exception as error:  # noqa: BLE001 -- reported in analyses.json and the summary
             line = error_line(error)
             store.write_analyses_state("failed", line)

@@ -12,9 +12,9 @@ folders and block sizes that do not divide the image size are one-line
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import Field, field_validator, model_validator
+from pydantic import AfterValidator, Field, field_validator, model_validator
 
 from transferlens.data.spec import DataSpec
 from transferlens.errors import UserInputError
@@ -135,16 +135,27 @@ class TargetSettings(StrictModel):
 BlockSize = int | None
 
 
+def _check_seeds(seeds: list[int]) -> list[int]:
+    if len(set(seeds)) != len(seeds) or any(seed < 0 for seed in seeds):
+        raise ValueError("seeds must be distinct integers >= 0")
+    return seeds
+
+
+Seeds = Annotated[list[int], Field(min_length=1), AfterValidator(_check_seeds)]
+
+
 class BlockShuffleSweep(StrictModel):
     """The feature-reuse sweep: P-T and RI-T on block-shuffled copies of some targets.
 
     ``block_sizes``: integers (``0`` = pixel shuffle), ``null``/``"none"`` = unshuffled.
-    ``shuffle_seeds`` pair with the study's ``seeds`` (default ``1234 + i`` for the i-th
-    seed, the paper's ``1234 + s``).
+    ``seeds``: the repeats of the sweep (default: the study's ``seeds``); fewer repeats
+    than the main grid keep a large sweep affordable. ``shuffle_seeds`` pair with those
+    seeds (default ``1234 + i`` for the i-th seed, the paper's ``1234 + s``).
     """
 
     targets: list[str] = Field(min_length=1)
     block_sizes: list[BlockSize] = Field(min_length=1)
+    seeds: Seeds | None = None
     shuffle_seeds: list[int] | None = None
     augment: bool = False
 
@@ -166,10 +177,14 @@ class BlockShuffleSweep(StrictModel):
 
 
 class PretrainCheckpointSweep(StrictModel):
-    """P-T from several epochs of P's pre-training (``"final"`` = its last epoch)."""
+    """P-T from several epochs of P's pre-training (``"final"`` = its last epoch).
+
+    ``seeds``: the repeats of the sweep (default: the study's ``seeds``).
+    """
 
     targets: list[str] = Field(min_length=1)
     epochs: list[int | Literal["final"]] = Field(min_length=1)
+    seeds: Seeds | None = None
 
     @field_validator("epochs")
     @classmethod
@@ -208,7 +223,7 @@ class StudySpec(StrictModel):
     source: SourceSettings
     targets: list[TargetSettings] = Field(min_length=1)
     training: TrainingSettings
-    seeds: list[int] = Field(default=[0], min_length=1)
+    seeds: Seeds = [0]
     block_shuffle: BlockShuffleSweep | None = None
     pretrain_checkpoints: PretrainCheckpointSweep | None = None
     analyses: dict[AnalysisName, dict[str, Any] | None] = Field(default_factory=dict)
@@ -238,13 +253,6 @@ class StudySpec(StrictModel):
                 for t in targets
             ]
         return data
-
-    @field_validator("seeds")
-    @classmethod
-    def _distinct_seeds(cls, seeds: list[int]) -> list[int]:
-        if len(set(seeds)) != len(seeds) or any(seed < 0 for seed in seeds):
-            raise ValueError("seeds must be distinct integers >= 0")
-        return seeds
 
     def target(self, label: str) -> TargetSettings:
         return next(target for target in self.targets if target.label == label)
@@ -289,10 +297,12 @@ def _check_structure(study: StudySpec, source: str) -> None:
 def _check_block_sizes(study: StudySpec, source: str) -> None:
     sweep = study.block_shuffle
     assert sweep is not None
-    if sweep.shuffle_seeds is not None and len(sweep.shuffle_seeds) != len(study.seeds):
+    seeds = sweep.seeds or study.seeds
+    if sweep.shuffle_seeds is not None and len(sweep.shuffle_seeds) != len(seeds):
         raise UserInputError(
-            f"{source}: block_shuffle.shuffle_seeds: needs one seed per entry of seeds "
-            f"({len(study.seeds)}), got {len(sweep.shuffle_seeds)}"
+            f"{source}: block_shuffle.shuffle_seeds: needs one seed per entry of "
+            f"{'block_shuffle.seeds' if sweep.seeds else 'seeds'} ({len(seeds)}), "
+            f"got {len(sweep.shuffle_seeds)}"
         )
     for label in sweep.targets:
         index = [target.label for target in study.targets].index(label)
