@@ -424,10 +424,12 @@ def _train_in_group(rank: int, world_size: int, port: int, spec_json: str, run_d
     os.environ["MASTER_ADDR"], os.environ["MASTER_PORT"] = "127.0.0.1", str(port)
     torch.set_num_threads(1)
     dist.init_process_group("gloo", rank=rank, world_size=world_size)
-    try:
-        train(TrainSpec.model_validate_json(spec_json), run_dir, progress=False)
-    finally:
-        dist.destroy_process_group()
+    train(TrainSpec.model_validate_json(spec_json), run_dir, progress=False)
+    # Both ranks done with every collective before either tears gloo down: a rank that
+    # destroys its group while the other still talks to it can abort the other (seen once
+    # under load: "terminate called without an active exception").
+    dist.barrier()
+    dist.destroy_process_group()
 
 
 def test_two_process_training_matches_one_process(tmp_path: Path) -> None:
