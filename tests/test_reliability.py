@@ -42,9 +42,11 @@ STUDY = {
     "source": {"data": {"domain": "source"}},
     "targets": [{"label": "real", "data": {"domain": "real"}}],
     "training": {
-        "pretrain": {"epochs": 8, "lr": 0.05, "batch_size": 32, "lr_milestones": [6]},
-        "pt": {"epochs": 5, "lr": 0.02, "batch_size": 32},
-        "rit": {"epochs": 5, "lr": 0.05, "batch_size": 32},
+        # Long enough that five kills (each at most 0.4 s after new progress) cannot finish
+        # the study on an idle machine: with 8/5/5 epochs it once finished after three.
+        "pretrain": {"epochs": 16, "lr": 0.05, "batch_size": 32, "lr_milestones": [12]},
+        "pt": {"epochs": 10, "lr": 0.02, "batch_size": 32},
+        "rit": {"epochs": 10, "lr": 0.05, "batch_size": 32},
     },
     "seeds": [0],
     "pretrain_checkpoints": {"targets": ["real"], "epochs": [1, "final"]},
@@ -72,7 +74,7 @@ def _kill_after_progress(study: Path, out: Path, rng: random.Random) -> bool:
     deadline = time.monotonic() + 120
     while _progress(out) == before and runner.poll() is None and time.monotonic() < deadline:
         time.sleep(0.05)
-    time.sleep(rng.uniform(0.0, 0.6))
+    time.sleep(rng.uniform(0.0, 0.4))
     finished = runner.poll() is not None
     if not finished:
         runner.send_signal(signal.SIGKILL)
