@@ -170,10 +170,11 @@ class _Search:
                 self.device, noise_seed(self.seed, self.slot.module, point.index, sample)
             )
             perturbed = self.slot.set(values, point.sigma, generator)
-            if early_stop and not perturbed and point.alpha in self.noiseless_losses:
+            reusable = early_stop and not perturbed
+            if reusable and point.alpha in self.noiseless_losses:
                 # The very network already evaluated: its loss, not another pass.
                 mean_loss = self.noiseless_losses[point.alpha]
-                if early_stop and (draws_sum + mean_loss) / n_noise > epsilon:
+                if (draws_sum + mean_loss) / n_noise > epsilon:
                     return False, (draws_sum + mean_loss) / (sample + 1)
                 draws_sum += mean_loss
                 continue
@@ -183,7 +184,7 @@ class _Search:
                 self.n_batches += 1
                 if early_stop and (draws_sum + loss_sum / n_examples) / n_noise > epsilon:
                     return False, (draws_sum + loss_sum / n_examples) / (sample + 1)
-            if early_stop and not perturbed:
+            if reusable:
                 self.noiseless_losses[point.alpha] = loss_sum / n_examples
             draws_sum += loss_sum / n_examples
         return draws_sum / n_noise <= epsilon, draws_sum / n_noise

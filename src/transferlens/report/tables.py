@@ -77,19 +77,16 @@ class StudyResults:
 def read_table(path: Path, name: str) -> pd.DataFrame | None:
     """Read ``results/<name>.csv``; ``None`` if absent, empty or header-only; UserInputError
     if malformed."""
-    if not path.is_file() or not path.read_text(encoding="utf-8", errors="replace").strip():
-        return None  # an analysis with nothing to report writes an empty file
+    if not path.is_file():
+        return None
     needed = TABLE_COLUMNS[name]
     try:
         header = pd.read_csv(path, nrows=0)
         dtypes = {column: "string" for column in _TEXT_COLUMNS if column in header.columns}
         frame = pd.read_csv(path, dtype=dtypes, keep_default_na=True)
-    except (
-        pd.errors.ParserError,
-        pd.errors.EmptyDataError,
-        UnicodeDecodeError,
-        ValueError,
-    ) as error:
+    except pd.errors.EmptyDataError:
+        return None  # an analysis with nothing to report writes an empty file
+    except (pd.errors.ParserError, UnicodeDecodeError, ValueError) as error:
         first_line = str(error).strip().splitlines()[0] if str(error).strip() else "unreadable"
         raise UserInputError(f"{path}: not a readable CSV table ({first_line})") from None
     absent = [column for column in needed if column not in frame.columns]
