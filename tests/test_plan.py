@@ -60,6 +60,9 @@ def test_run_id_is_kind_and_sha256_of_the_canonical_spec():
         for place in ("device", "num_workers", "eval_batch_size"):
             del data[place]
         del data["data"]["root"]
+        # Fields added after the first run folders are named only when switched on, so
+        # the ids of runs that do not use them are the ids they always had.
+        assert data.pop("warmup_epochs") == 0 and data.pop("grad_clip_norm") is None
         text = json.dumps(data, sort_keys=True, separators=(",", ":"))
         assert run.run_id == f"{run.meta.kind}-{hashlib.sha256(text.encode()).hexdigest()[:10]}"
 
@@ -156,6 +159,9 @@ def test_shuffle_seeds_pair_with_the_sweeps_own_seeds():
         ((["training", "pretrain", "lr"], 0.2), {"source", "PT"}),  # P-T names its source
         ((["source", "seed"], 3), {"source", "PT"}),
         ((["training", "pt", "num_workers"], 4), set()),  # where/how fast, not what
+        ((["training", "rit", "warmup_epochs"], 2), {"RIT"}),
+        ((["training", "rit", "warmup_epochs"], 0), set()),  # the off value names nothing
+        ((["training", "pt", "grad_clip_norm"], 1.0), {"PT"}),
         ((["training", "rit", "eval_batch_size"], 64), set()),
         ((["devices"], "0,1"), set()),
         ((["analyses"], {"cka": {}}), set()),

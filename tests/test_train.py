@@ -19,6 +19,7 @@ from transferlens.errors import UserInputError
 from transferlens.io import atomic_save_safetensors
 from transferlens.metrics import task_loss
 from transferlens.train import (
+    TrainingDiverged,
     TrainSpec,
     available_epochs,
     checkpoint_path,
@@ -257,6 +258,64 @@ def test_learning_rates_recorded_per_epoch(tmp_path: Path) -> None:
     assert load_run(tmp_path / "run").summary["optimization_speed"] is None
 
 
+class StepSpy:
+    """Records, at every optimiser step, the base rate and the global gradient norm."""
+
+    def __init__(self, monkeypatch) -> None:
+        self.rates: list[float] = []
+        self.grad_norms: list[float] = []
+        original = torch.optim.SGD.step
+        spy = self
+
+        def step(optimizer, *args, **kwargs):
+            group = optimizer.param_groups[0]
+            spy.rates.append(group["lr"] / group["lr_factor"])
+            grads = [p.grad for g in optimizer.param_groups for p in g["params"]]
+            spy.grad_norms.append(
+                float(
+                    torch.linalg.vector_norm(
+                        torch.stack([torch.linalg.vector_norm(g) for g in grads if g is not None])
+                    )
+                )
+            )
+            return original(optimizer, *args, **kwargs)
+
+        monkeypatch.setattr(torch.optim.SGD, "step", step)
+
+
+def test_warmup_rises_linearly_per_step_over_the_scheduled_rate(tmp_path, monkeypatch) -> None:
+    spy = StepSpy(monkeypatch)
+    # 96 images in batches of 16: 6 steps per epoch, 12 warm-up steps over epochs 1-2.
+    spec = make_spec(epochs=3, lr=0.1, lr_milestones=[1], warmup_epochs=2)
+    train(spec, tmp_path / "run", progress=False)
+    scheduled = [0.1] * 6 + [0.01] * 12
+    expected = [rate * min(1.0, (step + 1) / 12) for step, rate in enumerate(scheduled)]
+    assert spy.rates == pytest.approx(expected, rel=1e-12)
+    assert [r["lr"] for r in load_run(tmp_path / "run").metrics][1:] == pytest.approx(
+        scheduled[::6]
+    )
+
+
+def test_gradient_clipping_bounds_the_global_norm_of_every_step(tmp_path, monkeypatch) -> None:
+    spy = StepSpy(monkeypatch)
+    train(make_spec(epochs=1), tmp_path / "free", progress=False)
+    free = list(spy.grad_norms)
+    spy.grad_norms.clear()
+    limit = 0.5 * min(free)  # below every unclipped norm: every step is clipped
+    train(make_spec(epochs=1, grad_clip_norm=limit), tmp_path / "clipped", progress=False)
+    assert spy.grad_norms[0] == pytest.approx(limit, rel=1e-5)  # same start, clipped
+    assert max(spy.grad_norms) <= limit * (1 + 1e-5)
+
+
+def test_a_diverging_run_stops_before_saving_the_epoch(tmp_path: Path) -> None:
+    spec = make_spec(epochs=3, lr=1e12)
+    with pytest.raises(TrainingDiverged, match=r"diverged in epoch 1 \(mean step loss nan\)"):
+        train(spec, tmp_path / "run", progress=False)
+    assert available_epochs(tmp_path / "run") == [0]
+    assert not (tmp_path / "run" / "complete.json").exists()
+    assert [r["epoch"] for r in load_run(tmp_path / "run").metrics] == [0]
+
+
 # --- mixup ----------------------------------------------------------------------------
 
 
@@ -340,6 +399,15 @@ def test_resumed_run_is_bit_identical_to_an_uninterrupted_one(tmp_path: Path) ->
     assert not (tmp_path / "resumed" / "complete.json").exists()
     summary = train(spec, tmp_path / "resumed", progress=False)
     assert summary.resumed_from == 1 and not summary.already_complete
+    assert_same_runs(tmp_path / "straight", tmp_path / "resumed")
+
+
+def test_resume_inside_the_warmup_is_bit_identical(tmp_path: Path) -> None:
+    spec = make_spec(epochs=3, warmup_epochs=2, grad_clip_norm=1.0)
+    train(spec, tmp_path / "straight", progress=False)
+    with pytest.raises(Crash):
+        train(spec, tmp_path / "resumed", progress=False, on_epoch=crash_after(1))
+    train(spec, tmp_path / "resumed", progress=False)
     assert_same_runs(tmp_path / "straight", tmp_path / "resumed")
 
 

@@ -25,6 +25,8 @@ SPEC_FLAGS: dict[str, tuple[str, ...]] = {
     "lr": ("lr",),
     "batch_size": ("batch_size",),
     "mixup_alpha": ("mixup_alpha",),
+    "warmup_epochs": ("warmup_epochs",),
+    "grad_clip_norm": ("grad_clip_norm",),
     "device": ("device",),
     "seed": ("seed",),
     "num_workers": ("num_workers",),
@@ -69,6 +71,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--lr")
     parser.add_argument("--batch-size")
     parser.add_argument("--mixup-alpha")
+    parser.add_argument("--warmup-epochs", help="epochs of linear lr warm-up (default 0)")
+    parser.add_argument("--grad-clip-norm", help="clip the global gradient norm to this")
     parser.add_argument("--device", help="auto, cpu, cuda or cuda:N")
     parser.add_argument("--seed")
     parser.add_argument("--num-workers")

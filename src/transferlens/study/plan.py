@@ -26,7 +26,14 @@ from typing import Any, Literal
 from transferlens.data.spec import DataSpec
 from transferlens.errors import UserInputError
 from transferlens.study.spec import ArmSettings, StudySpec
-from transferlens.train.spec import FileInit, PretrainedInit, RandomInit, RunInit, TrainSpec
+from transferlens.train.spec import (
+    FileInit,
+    PretrainedInit,
+    RandomInit,
+    RunInit,
+    TrainSpec,
+    without_off_fields,
+)
 from transferlens.validation import validate
 
 HASH_LENGTH = 10
@@ -146,8 +153,9 @@ class Plan:
 
 
 def identity(spec: TrainSpec) -> dict[str, Any]:
-    """The part of a spec that names its run: everything but :data:`PLACE_FIELDS` and data.root."""
-    data = spec.model_dump(mode="json")
+    """The part of a spec that names its run: everything but :data:`PLACE_FIELDS`, data.root
+    and the fields added later that hold their off value (``OFF_BY_DEFAULT``)."""
+    data = without_off_fields(spec.model_dump(mode="json"))
     for name in PLACE_FIELDS:
         data.pop(name, None)
     data["data"].pop("root", None)

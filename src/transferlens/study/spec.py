@@ -77,6 +77,8 @@ class ArmSettings(StrictModel):
     bias_scale_lr_factor: float | None = Field(default=None, gt=0)
     lr_milestones: list[int] | None = None
     lr_gamma: float | None = Field(default=None, gt=0)
+    warmup_epochs: int | None = Field(default=None, ge=0)
+    grad_clip_norm: float | None = Field(default=None, gt=0)
     mixup_alpha: float | None = Field(default=None, ge=0)
     augment: bool = True
     eval_batch_size: int | None = Field(default=None, ge=1)

@@ -7,7 +7,7 @@ per-epoch safetensors checkpoints, resume state, complete.json); ``load_run``,
 
 from transferlens.train.checkpoints import checkpoint_path
 from transferlens.train.loaders import build_loaders
-from transferlens.train.loop import train
+from transferlens.train.loop import TrainingDiverged, train
 from transferlens.train.run_dir import (
     RunRecord,
     available_epochs,
@@ -35,6 +35,7 @@ __all__ = [
     "RunRecord",
     "RunSummary",
     "TrainSpec",
+    "TrainingDiverged",
     "available_epochs",
     "build_loaders",
     "checkpoint_path",

@@ -17,6 +17,7 @@ training continues from it. All randomness of epoch k is a pure function of
 from __future__ import annotations
 
 import json
+import math
 import sys
 import time
 from collections.abc import Callable
@@ -53,7 +54,12 @@ from transferlens.train.distributed import (
 from transferlens.train.init import initial_model
 from transferlens.train.loaders import Loaders, build_loaders
 from transferlens.train.mixup import mixup
-from transferlens.train.optim import build_optimizer, learning_rate, set_learning_rate
+from transferlens.train.optim import (
+    build_optimizer,
+    learning_rate,
+    set_learning_rate,
+    warmup_factor,
+)
 from transferlens.train.run_dir import (
     COMPLETE_FILE,
     METRICS_FILE,
@@ -67,6 +73,10 @@ from transferlens.train.summary import RunSummary, summarise
 
 EpochCallback = Callable[[int, dict[str, Any]], None]
 POSTFIX_EVERY = 25  # steps between progress-bar loss updates (each one syncs the GPU)
+
+
+class TrainingDiverged(RuntimeError):
+    """The training loss became NaN or infinite; the epoch's weights are not saved."""
 
 
 def check_spec_matches(run_dir: Path, spec: TrainSpec) -> bool:
@@ -127,9 +137,14 @@ class _Run:
             device_ids = [self.device.index] if self.device.type == "cuda" else None
             self.model = DistributedDataParallel(model, device_ids=device_ids)
 
-    def train_epoch(self, epoch: int) -> tuple[float, int, float]:
-        """One pass over the training split; returns (mean step loss, images, seconds)."""
+    def train_epoch(self, epoch: int, lr: float) -> tuple[float, int, float]:
+        """One pass at base rate ``lr`` (warmed up per step in the first ``warmup_epochs``
+        epochs); returns (mean step loss, images, seconds)."""
         spec, device, loader = self.spec, self.device, self.loaders.train
+        steps_per_epoch = len(loader)
+        warmup_steps = spec.warmup_epochs * steps_per_epoch
+        first_step = (epoch - 1) * steps_per_epoch
+        set_learning_rate(self.optimizer, lr)
         rank = self.context.rank
         # Every random stream of this epoch restarts from (seed, epoch): see seeds.py.
         loader.sampler.set_epoch(epoch)
@@ -171,6 +186,12 @@ class _Run:
             loss = task_loss(logits, targets, self.task)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
+            if first_step + step < warmup_steps:  # the last warm-up step has factor 1
+                set_learning_rate(optimizer, lr * warmup_factor(first_step + step, warmup_steps))
+            if spec.grad_clip_norm is not None:
+                # After backward: under DDP the gradients are already all-reduced, so
+                # every process clips by the same global norm.
+                nn.utils.clip_grad_norm_(model.parameters(), spec.grad_clip_norm)
             optimizer.step()
             batch = images.shape[0]
             loss_sum.add_(loss.detach(), alpha=batch)  # on the device: no per-step sync
@@ -294,8 +315,12 @@ def train(
             on_epoch(0, record)
     for epoch in range(start + 1, spec.epochs + 1):
         lr = learning_rate(spec.lr, epoch - 1, spec.lr_milestones, spec.lr_gamma)
-        set_learning_rate(run.optimizer, lr)
-        step_loss, images, seconds = run.train_epoch(epoch)
+        step_loss, images, seconds = run.train_epoch(epoch, lr)
+        if not math.isfinite(step_loss):  # before anything of this epoch is written
+            raise TrainingDiverged(
+                f"{run_dir}: training diverged in epoch {epoch} (mean step loss {step_loss}); "
+                "lower lr, or set warmup_epochs or grad_clip_norm"
+            )
         record = run.evaluate_epoch(epoch)
         record.update(
             lr=lr,

@@ -10,6 +10,10 @@ bias/scale rule, plus the multi-step learning-rate schedule.
   ``lr x gamma ** #{m in milestones : m <= c}``, the value PyTorch's ``MultiStepLR``
   gives when stepped once per epoch ("x0.1 at epochs 30, 60, 90": epochs 31-60 run at
   lr/10). It is a pure function of ``c``, so resuming needs no scheduler state.
+* Warm-up (off in the paper): over the first ``warmup_epochs`` epochs the rate of
+  step ``t`` (0-based, counted over the whole run) is the scheduled rate times
+  ``(t + 1) / (warmup_epochs x steps_per_epoch)`` (Goyal et al.'s gradual warm-up),
+  again a pure function of where the run is.
 """
 
 from __future__ import annotations
@@ -87,6 +91,13 @@ def learning_rate(
     """Base learning rate of the epoch that follows ``completed_epochs`` finished epochs."""
     drops = sum(1 for milestone in milestones if milestone <= completed_epochs)
     return lr * gamma**drops
+
+
+def warmup_factor(step: int, warmup_steps: int) -> float:
+    """Factor of step ``step`` (0-based over the run): ``(step + 1) / warmup_steps``, then 1."""
+    if step >= warmup_steps:
+        return 1.0
+    return (step + 1) / warmup_steps
 
 
 def set_learning_rate(optimizer: torch.optim.Optimizer, base_lr: float) -> None:

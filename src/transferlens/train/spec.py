@@ -30,6 +30,10 @@ DEVICE_PATTERN = re.compile(r"^(auto|cpu|cuda(:\d+)?|mps)$")
 # run may differ in them from the run it continues (as may data.root, where the same
 # data set happens to live).
 EXECUTION_FIELDS = ("num_workers", "eval_batch_size", "device")
+# Fields added after run folders existed, with the value that switches them off. At that
+# value they are left out of a spec's identity and resume checks, so a folder written
+# before the field existed still names (and resumes) the same run.
+OFF_BY_DEFAULT: dict[str, Any] = {"warmup_epochs": 0, "grad_clip_norm": None}
 
 
 class RandomInit(StrictModel):
@@ -101,6 +105,12 @@ class TrainSpec(StrictModel):
         default_factory=list, description="epochs after which lr x gamma"
     )
     lr_gamma: float = Field(default=0.1, gt=0)
+    warmup_epochs: int = Field(
+        default=0, ge=0, description="epochs of linear per-step lr warm-up from 0"
+    )
+    grad_clip_norm: float | None = Field(
+        default=None, gt=0, description="clip the global gradient norm to this; None = off"
+    )
     mixup_alpha: float = Field(default=0.0, ge=0, description="0 = no mixup")
     eval_batch_size: int = Field(default=256, ge=1)
     seed: int = Field(default=0, ge=0)
@@ -147,9 +157,20 @@ class TrainSpec(StrictModel):
 def comparable_json(spec_json: dict[str, Any]) -> dict[str, Any]:
     """A spec's JSON without what may change between a run and its resumption.
 
-    Drops :data:`EXECUTION_FIELDS` and ``data.root`` (where the same data happens to live).
+    Drops :data:`EXECUTION_FIELDS`, ``data.root`` (where the same data happens to live)
+    and :data:`OFF_BY_DEFAULT` fields at their off value.
     """
     data = {key: value for key, value in spec_json.items() if key not in EXECUTION_FIELDS}
+    data = without_off_fields(data)
     if isinstance(data.get("data"), dict):
         data["data"] = {key: value for key, value in data["data"].items() if key != "root"}
     return data
+
+
+def without_off_fields(spec_json: dict[str, Any]) -> dict[str, Any]:
+    """``spec_json`` without the :data:`OFF_BY_DEFAULT` fields that hold their off value."""
+    return {
+        key: value
+        for key, value in spec_json.items()
+        if not (key in OFF_BY_DEFAULT and value == OFF_BY_DEFAULT[key])
+    }
