@@ -560,11 +560,33 @@ def test_the_public_name_analysis_cka_is_the_function():
     assert callable(analysis.cka)
 
 
+@pytest.mark.parametrize("onednn", [True, False], ids=["onednn", "blocked"])
 @pytest.mark.parametrize("n", [5, 127, 128, 300, 513])
-def test_blocked_gram_is_the_exactly_symmetric_product(n):
+def test_gram_is_the_exactly_symmetric_product(n, onednn, monkeypatch):
+    import transferlens.analysis.cka_estimators as estimators
+
+    if not onednn:  # the blocked product every other device and dtype uses
+        monkeypatch.setattr(estimators, "_onednn_applies", lambda x: False)
     x = torch.randn(n, 37, generator=torch.Generator().manual_seed(n))
     gram = gram_linear(x)
     reference = x.double() @ x.double().T
     assert torch.equal(gram, gram.T)
     assert torch.allclose(gram.double(), reference, rtol=1e-5, atol=1e-4)
     assert torch.equal(gram_linear(x.double()), gram_linear(x.double()).T)
+
+
+def test_gram_products_run_in_ieee_float32_whatever_the_user_set():
+    from transferlens.analysis.cka_estimators import _ieee_float32_matmul
+
+    user_conv = torch.backends.mkldnn.conv.fp32_precision
+    torch.backends.mkldnn.conv.fp32_precision = "bf16"
+    torch.set_float32_matmul_precision("high")
+    try:
+        with _ieee_float32_matmul():
+            assert torch.backends.mkldnn.conv.fp32_precision == "ieee"
+            assert torch.get_float32_matmul_precision() == "highest"
+        assert torch.backends.mkldnn.conv.fp32_precision == "bf16"
+        assert torch.get_float32_matmul_precision() == "high"
+    finally:
+        torch.backends.mkldnn.conv.fp32_precision = user_conv
+        torch.set_float32_matmul_precision("highest")

@@ -32,10 +32,36 @@ def _reference_block_shuffle(x: torch.Tensor, b: int, seed: int) -> torch.Tensor
     return out
 
 
-@pytest.mark.parametrize(("b", "h", "w"), [(1, 8, 8), (2, 8, 8), (4, 8, 12), (3, 6, 9)])
+# b >= 8 gathers whole block rows, b < 8 single values: both paths, square or not.
+@pytest.mark.parametrize(
+    ("b", "h", "w"),
+    [(1, 8, 8), (2, 8, 8), (4, 8, 12), (3, 6, 9), (8, 16, 24), (16, 32, 32), (12, 36, 24)],
+)
 def test_block_shuffle_matches_brute_force(b: int, h: int, w: int) -> None:
     x = torch.randn(3, 3, h, w)
     assert torch.equal(block_shuffle(x, b, seed=7), _reference_block_shuffle(x, b, 7))
+
+
+@pytest.mark.parametrize(("b", "per_image"), [(2, False), (8, False), (16, False), (4, True)])
+def test_out_buffer_receives_the_same_result(b: int, per_image: bool) -> None:
+    x = torch.randn(3, 3, 16, 16)
+    out = torch.full_like(x, float("nan"))
+    returned = block_shuffle(x, b, seed=5, per_image=per_image, out=out)
+    assert returned is out
+    assert torch.equal(out, block_shuffle(x, b, seed=5, per_image=per_image))
+    assert torch.equal(block_shuffle(x, 16, seed=5, out=out), x)  # whole image: a copy
+
+
+def test_a_bad_out_buffer_is_refused() -> None:
+    x = torch.randn(2, 3, 8, 8)
+    for bad, message in [
+        (torch.empty(2, 3, 8, 4), "must match"),
+        (torch.empty(2, 3, 8, 8, dtype=torch.float64), "must match"),
+        (torch.empty(2, 3, 8, 8).transpose(2, 3), "contiguous"),
+        (x, "share memory"),
+    ]:
+        with pytest.raises(ValueError, match=message):
+            block_shuffle(x, 2, seed=1, out=bad)
 
 
 def test_every_output_block_is_an_input_block_with_channels_together() -> None:

@@ -445,6 +445,17 @@ def test_a_folder_holding_another_spec_is_refused(source_run: Path) -> None:
     ).already_complete
 
 
+def test_a_folder_from_before_the_stabilisers_existed_still_matches(tmp_path: Path) -> None:
+    run_dir = tmp_path / "run"
+    train(make_spec(epochs=1), run_dir, progress=False)
+    stored = json.loads((run_dir / "spec.json").read_text())
+    del stored["warmup_epochs"], stored["grad_clip_norm"]  # as written before they existed
+    (run_dir / "spec.json").write_text(json.dumps(stored))
+    assert train(make_spec(epochs=1), run_dir, progress=False).already_complete
+    with pytest.raises(UserInputError, match=r"spec.json.*grad_clip_norm"):
+        train(make_spec(epochs=1, grad_clip_norm=1.0), run_dir, progress=False)
+
+
 def test_load_model_rebuilds_each_saved_epoch(source_run: Path) -> None:
     final = load_model(source_run)
     assert_same_tensors(final.state_dict(), read_state(checkpoint_path(source_run, 2)))

@@ -49,17 +49,37 @@ def _as_matrix(x: torch.Tensor | np.ndarray, name: str) -> torch.Tensor:
 SYMMETRIC_GRAM_MIN_ROWS = 64
 
 
+def _onednn_applies(x: torch.Tensor) -> bool:
+    return x.device.type == "cpu" and x.dtype == torch.float32 and torch.backends.mkldnn.enabled
+
+
+def _onednn_gram(x: torch.Tensor) -> torch.Tensor:
+    """``X X^T`` of a float32 CPU matrix through oneDNN (not yet exactly symmetric).
+
+    PyTorch's CPU matmul calls MKL, which runs this shape (few rows, long rows) at
+    about half the speed of oneDNN's kernels on AMD CPUs (measured: 208 vs 405 GFLOP/s
+    for ``[256, 4096]`` on this project's 2-core EPYC machine). A 1x1 convolution is
+    the same product in oneDNN: weights ``X`` as ``[n, d, 1, 1]``, input ``X^T`` as a
+    ``[1, d, n, 1]`` channels-last view of ``X`` (no copy).
+    """
+    n, d = x.shape
+    x = x.contiguous()
+    columns = x.view(1, n, 1, d).permute(0, 3, 1, 2)
+    return torch.nn.functional.conv2d(columns, x.view(n, d, 1, 1)).view(n, n)
+
+
 def gram_linear(x: torch.Tensor) -> torch.Tensor:
     """Linear-kernel Gram matrix ``K = X X^T``, exactly symmetric.
 
-    ``K`` is symmetric, so only its upper block triangle is multiplied: with ``X`` split
-    into rows ``[X1; X2]``, ``K = [[K1, X1 X2^T], [(X1 X2^T)^T, K2]]`` with the diagonal
-    blocks ``K1``, ``K2`` recursively the same way: at 256 rows, 5/8 of the ``n^2 d``
-    multiply-adds of ``X X^T``.
+    On the CPU in float32 it is one oneDNN product (:func:`_onednn_gram`) with its
+    upper triangle mirrored. Elsewhere only the upper block triangle is multiplied:
+    with ``X`` split into rows ``[X1; X2]``, ``K = [[K1, X1 X2^T], [(X1 X2^T)^T, K2]]``
+    with the diagonal blocks ``K1``, ``K2`` recursively the same way: at 256 rows, 5/8
+    of the ``n^2 d`` multiply-adds of ``X X^T``.
     """
     n = x.shape[0]
-    if n < 2 * SYMMETRIC_GRAM_MIN_ROWS:
-        gram = x @ x.T
+    if _onednn_applies(x) or n < 2 * SYMMETRIC_GRAM_MIN_ROWS:
+        gram = _onednn_gram(x) if _onednn_applies(x) else x @ x.T
         return gram.triu() + gram.triu(1).T  # one rounding for both (i, j) and (j, i)
     half = n // 2
     gram = x.new_empty((n, n))
@@ -101,18 +121,22 @@ def gram_rbf(
 
 
 def center_gram(gram: torch.Tensor, unbiased: bool = False) -> torch.Tensor:
-    """``H K H`` (biased) or the U-centring ``U(K)`` (unbiased); see the module docstring."""
-    n = gram.shape[0]
+    """``H K H`` (biased) or the U-centring ``U(K)`` (unbiased); see the module docstring.
+
+    ``gram`` is ``[n, n]`` or a stack ``[..., n, n]`` (each matrix centred on its own).
+    """
+    n = gram.shape[-1]
     if not unbiased:
-        gram = gram - gram.mean(dim=0, keepdim=True)
-        return gram - gram.mean(dim=1, keepdim=True)
+        gram = gram - gram.mean(dim=-2, keepdim=True)
+        return gram - gram.mean(dim=-1, keepdim=True)
     gram = gram.clone()
-    gram.fill_diagonal_(0.0)
-    row_sums = gram.sum(dim=1)
-    total = row_sums.sum()
-    centered = gram - (row_sums[:, None] + row_sums[None, :]) / (n - 2)
-    centered += total / ((n - 1) * (n - 2))
-    return centered.fill_diagonal_(0.0)
+    gram.diagonal(dim1=-2, dim2=-1).zero_()
+    row_sums = gram.sum(dim=-1, keepdim=True)  # [..., n, 1]; ~K is symmetric
+    total = row_sums.sum(dim=-2, keepdim=True)  # [..., 1, 1]
+    gram -= (row_sums + row_sums.transpose(-2, -1)) / (n - 2)
+    gram += total / ((n - 1) * (n - 2))
+    gram.diagonal(dim1=-2, dim2=-1).zero_()
+    return gram
 
 
 def cka_from_grams(gram_x: torch.Tensor, gram_y: torch.Tensor, debiased: bool = False) -> float:
@@ -183,13 +207,19 @@ def cka_from_hsic(hsic: np.ndarray) -> np.ndarray:
 
 @contextlib.contextmanager
 def _ieee_float32_matmul() -> Iterator[None]:
-    """Keep float32 matmuls in full precision (no TF32) for the Gram products."""
+    """Keep float32 products in full precision (no TF32 or bf16) for the Gram products:
+    matmuls, and oneDNN convolutions (:func:`_onednn_gram`) where torch has the switch."""
     previous = torch.get_float32_matmul_precision()
+    conv = getattr(getattr(torch.backends.mkldnn, "conv", None), "fp32_precision", None)
     torch.set_float32_matmul_precision("highest")
+    if conv is not None:
+        torch.backends.mkldnn.conv.fp32_precision = "ieee"
     try:
         yield
     finally:
         torch.set_float32_matmul_precision(previous)
+        if conv is not None:
+            torch.backends.mkldnn.conv.fp32_precision = conv
 
 
 def u_centered_grams(features: Sequence[torch.Tensor]) -> torch.Tensor:
@@ -200,16 +230,18 @@ def u_centered_grams(features: Sequence[torch.Tensor]) -> torch.Tensor:
     values of the size of the signal, not of a large post-ReLU mean; the ``n x n`` Gram
     is then promoted to float64 for the U-centring and the HSIC products, which cancel.
     """
-    rows = []
+    grams = []
     with _ieee_float32_matmul():
         for tensor in features:
             x = tensor.detach().reshape(tensor.shape[0], -1)
             if x.dtype != torch.float64:
                 x = x.float()
             x = x - x.mean(dim=0, keepdim=True)
-            rows.append(center_gram(gram_linear(x).double(), unbiased=True).reshape(-1))
-    # Models compared may sit on different devices; the n x n rows are cheap to move.
-    return torch.stack([row.to(rows[0].device) for row in rows])
+            grams.append(gram_linear(x))
+    # Models compared may sit on different devices; the n x n Grams are cheap to move.
+    # One U-centring of the whole float64 stack: a few large ops, not a few per layer.
+    stacked = torch.stack([gram.to(grams[0].device, torch.float64) for gram in grams])
+    return center_gram(stacked, unbiased=True).reshape(len(grams), -1)
 
 
 class MinibatchCKA:
