@@ -568,6 +568,7 @@ def test_gram_is_the_exactly_symmetric_product(n, onednn, monkeypatch):
     if not onednn:  # the blocked product every other device and dtype uses
         monkeypatch.setattr(estimators, "_onednn_applies", lambda x: False)
     x = torch.randn(n, 37, generator=torch.Generator().manual_seed(n))
+    assert estimators._onednn_applies(x) == (onednn and n >= estimators.ONEDNN_MIN_ROWS)
     gram = gram_linear(x)
     reference = x.double() @ x.double().T
     assert torch.equal(gram, gram.T)
