@@ -93,8 +93,9 @@ def gram_linear(x: torch.Tensor) -> torch.Tensor:
     of the ``n^2 d`` multiply-adds of ``X X^T``.
     """
     n = x.shape[0]
-    if _onednn_applies(x) or n < 2 * SYMMETRIC_GRAM_MIN_ROWS:
-        gram = _onednn_gram(x) if _onednn_applies(x) else x @ x.T
+    onednn = _onednn_applies(x)
+    if onednn or n < 2 * SYMMETRIC_GRAM_MIN_ROWS:
+        gram = _onednn_gram(x) if onednn else x @ x.T
         return gram.triu() + gram.triu(1).T  # one rounding for both (i, j) and (j, i)
     half = n // 2
     gram = x.new_empty((n, n))

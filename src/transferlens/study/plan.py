@@ -4,8 +4,9 @@ The graph is: pre-training P (``source``) -> fine-tunes P-T (from checkpoint epo
 of P) and scratch runs RI-T (``target``) -> analyses -> report. Every run is a
 :class:`~transferlens.train.TrainSpec` named ``<kind>-<hash10>``, where ``hash10`` is
 the first 10 hex digits of the SHA-256 of its canonical JSON (keys sorted, no
-whitespace) without the fields that only say *where* it runs (:data:`PLACE_FIELDS`:
-device, loader workers, evaluation batch, the data folder). A P-T run's ``init.run``
+whitespace) without the fields that only say *where* it runs (device, loader workers,
+evaluation batch, the data folder) and the later-added fields that are switched off:
+:meth:`TrainSpec.comparable`, what a resumed run must also match. A P-T run's ``init.run``
 holds the source run's id (not a path), so its id changes exactly when the source
 changes; the store swaps in the folder when the run starts. The same spec always maps
 to the same folder, and changing one setting renames only the runs it touches.
@@ -26,19 +27,10 @@ from typing import Any, Literal
 from transferlens.data.spec import DataSpec
 from transferlens.errors import UserInputError
 from transferlens.study.spec import ArmSettings, StudySpec
-from transferlens.train.spec import (
-    FileInit,
-    PretrainedInit,
-    RandomInit,
-    RunInit,
-    TrainSpec,
-    without_off_fields,
-)
+from transferlens.train.spec import FileInit, PretrainedInit, RandomInit, RunInit, TrainSpec
 from transferlens.validation import validate
 
 HASH_LENGTH = 10
-# TrainSpec fields that change where or how fast a run goes, never what it computes.
-PLACE_FIELDS = ("device", "num_workers", "eval_batch_size")
 GROUPS = ("source", "main", "block_shuffle", "pretrain_checkpoints")
 Kind = Literal["source", "target"]
 Init = Literal["", "PT", "RIT"]
@@ -152,23 +144,13 @@ class Plan:
         return merged
 
 
-def identity(spec: TrainSpec) -> dict[str, Any]:
-    """The part of a spec that names its run: everything but :data:`PLACE_FIELDS`, data.root
-    and the fields added later that hold their off value (``OFF_BY_DEFAULT``)."""
-    data = without_off_fields(spec.model_dump(mode="json"))
-    for name in PLACE_FIELDS:
-        data.pop(name, None)
-    data["data"].pop("root", None)
-    return data
-
-
 def canonical_json(data: Any) -> str:
     return json.dumps(data, sort_keys=True, separators=(",", ":"), ensure_ascii=True)
 
 
 def run_id_of(kind: Kind, spec: TrainSpec) -> str:
-    """``<kind>-<first 10 hex digits of sha256(canonical JSON of identity(spec))>``."""
-    digest = hashlib.sha256(canonical_json(identity(spec)).encode("utf-8")).hexdigest()
+    """``<kind>-<first 10 hex digits of sha256(canonical JSON of spec.comparable())>``."""
+    digest = hashlib.sha256(canonical_json(spec.comparable()).encode("utf-8")).hexdigest()
     return f"{kind}-{digest[:HASH_LENGTH]}"
 
 

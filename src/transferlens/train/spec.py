@@ -150,7 +150,8 @@ class TrainSpec(StrictModel):
         return model
 
     def comparable(self) -> dict[str, Any]:
-        """The spec as JSON data without :data:`EXECUTION_FIELDS` (for resume checks)."""
+        """The spec as JSON data that names its run (:func:`comparable_json`): what a
+        resumed run must match, and what a study hashes into the run's id."""
         return comparable_json(self.model_dump(mode="json"))
 
 
