@@ -10,6 +10,8 @@ Contenders, each fed by the same loader (batches generated from a seed, so memor
 not grow with the number of images):
 
 * ``forward only``: the two models' forward passes, nothing else (the floor);
+* ``forward only, channels-last``: the same on channels-last batches, the layout ours
+  runs CPU image batches in (faster forwards); shown for information;
 * ``ours``: ``transferlens.analysis.cka_matrix(..., n_bootstrap=0)``;
 * ``numpy float64``: this file's evaluation of the estimator from its formula, in
   float64 NumPy, on features captured by plain hooks (the reference values);
@@ -65,6 +67,7 @@ LAYERS = (
     "layer4.1",
 )
 IMAGE_SIZE = 32
+CHANNELS_LAST = torch.channels_last
 BATCH = 256
 TOLERANCE = 1e-5  # ours against the float64 reference
 FORWARD_FACTOR = 1.1  # ours may take at most this times the forward passes alone
@@ -227,6 +230,12 @@ def forward_only(model_a: nn.Module, model_b: nn.Module, loader: DataLoader) -> 
             model_b(images)
 
 
+def forward_channels_last(model_a: nn.Module, model_b: nn.Module, loader: DataLoader) -> None:
+    """The forwards as ours runs them on a CPU: image batches in channels-last layout."""
+    batches = ((images.contiguous(memory_format=CHANNELS_LAST), y) for images, y in loader)
+    forward_only(model_a, model_b, batches)
+
+
 def ours(model_a: nn.Module, model_b: nn.Module, loader: DataLoader) -> np.ndarray:
     from transferlens.analysis import cka_matrix
 
@@ -302,6 +311,7 @@ def ckatorch_hsic1(model_a: nn.Module, model_b: nn.Module, loader: DataLoader) -
 
 CONTENDERS: dict[str, Callable] = {
     "forward only": forward_only,
+    "forward only, channels-last": forward_channels_last,
     "ours": ours,
     "numpy float64": numpy_float64,
     "pytorch-cka 1.1.3": pytorch_cka,
@@ -310,6 +320,8 @@ CONTENDERS: dict[str, Callable] = {
     "ckatorch 1.0.3 hsic1": ckatorch_hsic1,
 }
 REFERENCE = "numpy float64"
+# The floors: the plain forwards (the target), and the forwards in the layout ours uses.
+FORWARDS = ("forward only", "forward only, channels-last")
 # Peers that leave hooks behind get fresh copies of the models for every run.
 NEEDS_COPIES = {"torch-cka 0.21", "ckatorch 1.0.3 CKA"}
 
@@ -411,10 +423,13 @@ def comparisons_for(
                 )
             )
             continue
-        if name == "forward only":
+        if name in FORWARDS:
             limit = FORWARD_FACTOR
             met = mine.median <= limit * timed.median and ours_diff <= TOLERANCE
             target = f"ours <= {limit}x forward & |diff| <= {TOLERANCE:g}"
+            if name != "forward only":
+                # What the CKA adds to its own forwards: shown, not the issue's target.
+                met, target = None, f"information (target is against {FORWARDS[0]!r})"
             lines.append(
                 Comparison(
                     label,

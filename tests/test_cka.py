@@ -591,3 +591,20 @@ def test_gram_products_run_in_ieee_float32_whatever_the_user_set():
     finally:
         torch.backends.mkldnn.conv.fp32_precision = user_conv
         torch.set_float32_matmul_precision("highest")
+
+
+def test_rows_in_memory_order_read_channels_last_features_without_a_copy():
+    from transferlens.analysis.cka_estimators import rows_in_memory_order
+
+    x = torch.randn(6, 5, 4, 3, generator=generator(11))
+    fast = x.contiguous(memory_format=torch.channels_last)
+    rows = rows_in_memory_order(fast)
+    assert rows.shape == (6, 60) and rows.data_ptr() == fast.data_ptr()
+    assert torch.equal(rows, x.permute(0, 2, 3, 1).reshape(6, -1))  # [n, H * W * C]
+    # The Gram does not depend on the order of the columns.
+    torch.testing.assert_close(rows @ rows.T, x.reshape(6, -1) @ x.reshape(6, -1).T)
+    assert torch.equal(rows_in_memory_order(x), x.reshape(6, -1))
+    sliced = x[:, :, ::2]  # not dense: reshaped (copied) in the usual order
+    assert torch.equal(rows_in_memory_order(sliced), sliced.reshape(6, -1))
+    matrix = torch.randn(6, 7)
+    assert torch.equal(rows_in_memory_order(matrix), matrix)

@@ -147,6 +147,60 @@ def test_models_run_in_eval_mode_without_grad_and_their_flags_are_restored():
     assert model.training and model.layer1.training and not model.layer2.training
 
 
+class FlattensWithView(TinyNet):
+    """Model code that cannot take a channels-last batch: ``.view`` of a 4-D activation."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.calls = 0
+        self.fc = nn.Linear(8 * 16, 5)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        self.calls += 1
+        x = self.layer2(self.layer1(self.conv1(x)))
+        return self.fc(x.view(x.shape[0], -1))
+
+
+LAYERS = ["conv1", "layer1", "layer2"]
+
+
+def plain_features(model: nn.Module, batches: list) -> list[list[torch.Tensor]]:
+    stream = stream_features({"m": model}, batches, LAYERS, flatten=False)
+    return [features["m"] for features, _ in stream]
+
+
+def test_channels_last_batches_give_the_same_features_in_that_layout():
+    model = TinyNet()
+    batches = list(loader(20, 8))
+    expected = plain_features(model, batches)
+    stream = stream_features({"m": model}, batches, LAYERS, flatten=False, channels_last=True)
+    for (features, _), wanted in zip(stream, expected):
+        for tensor, reference in zip(features["m"], wanted):
+            assert tensor.is_contiguous(memory_format=torch.channels_last)
+            assert not tensor.is_contiguous()
+            torch.testing.assert_close(tensor, reference, rtol=1e-5, atol=1e-6)
+    # The model itself is not converted.
+    assert all(p.is_contiguous() for p in model.parameters())
+
+
+def test_a_model_that_refuses_channels_last_gets_the_batches_as_given():
+    model = FlattensWithView()
+    batches = list(loader(20, 8))
+    with pytest.raises(RuntimeError, match="view"):
+        model.eval()(batches[0][0].contiguous(memory_format=torch.channels_last))
+    model.calls = 0
+    expected = plain_features(model, batches)
+    model.calls = 0
+    stream = stream_features({"m": model}, batches, LAYERS, flatten=False, channels_last=True)
+    for (features, _), wanted in zip(stream, expected):
+        for tensor, reference in zip(features["m"], wanted):
+            assert tensor.is_contiguous()
+            assert torch.equal(tensor, reference)
+    # One refused attempt on the first batch, then one forward per batch.
+    assert model.calls == len(batches) + 1
+    assert all_hooks(model) == 0
+
+
 def test_capture_features_concatenates_batches_and_defaults_to_the_paper_layers():
     model = TinyNet()
     features = capture_features(model, loader(20, 8), ["conv1", "layer2"])

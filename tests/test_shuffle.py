@@ -42,6 +42,25 @@ def test_block_shuffle_matches_brute_force(b: int, h: int, w: int) -> None:
     assert torch.equal(block_shuffle(x, b, seed=7), _reference_block_shuffle(x, b, 7))
 
 
+# Large blocks on the CPU are copied block by block (b >= 16, N * C * b * b >= 32,768).
+@pytest.mark.parametrize(
+    ("b", "h", "w", "n"), [(16, 32, 48, 64), (32, 64, 64, 11), (16, 32, 32, 63)]
+)
+def test_block_by_block_copies_match_brute_force_and_the_gather(b, h, w, n, monkeypatch) -> None:
+    import transferlens.data.shuffle as shuffle
+
+    x = torch.randn(n, 2, h, w)
+    assert shuffle._copies_blocks(x, b) == (n * 2 * b * b >= shuffle.BLOCK_COPY_MIN_VALUES)
+    copied = block_shuffle(x, b, seed=3)
+    assert torch.equal(copied, _reference_block_shuffle(x, b, 3))
+    out = torch.full_like(x, float("nan"))
+    assert block_shuffle(x, b, seed=3, out=out) is out and torch.equal(out, copied)
+    strided = x.transpose(2, 3).contiguous().transpose(2, 3)  # same values, other strides
+    assert torch.equal(block_shuffle(strided, b, seed=3), copied)
+    monkeypatch.setattr(shuffle, "_copies_blocks", lambda x, b: False)
+    assert torch.equal(block_shuffle(x, b, seed=3), copied)
+
+
 @pytest.mark.parametrize(("b", "per_image"), [(2, False), (8, False), (16, False), (4, True)])
 def test_out_buffer_receives_the_same_result(b: int, per_image: bool) -> None:
     x = torch.randn(3, 3, 16, 16)

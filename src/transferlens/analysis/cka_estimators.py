@@ -238,6 +238,23 @@ def _ieee_float32_matmul() -> Iterator[None]:
             torch.backends.mkldnn.conv.fp32_precision = conv
 
 
+def rows_in_memory_order(x: torch.Tensor) -> torch.Tensor:
+    """``x`` ``[n, ...]`` as an ``[n, d]`` matrix whose columns are in memory order.
+
+    A Gram ``X X^T`` does not depend on the order of the columns, so a channels-last
+    ``[n, C, H, W]`` tensor is read as ``[n, H * W * C]`` without a copy (``reshape``
+    would copy it into ``C, H, W`` order). Other layouts are reshaped as usual.
+    """
+    if x.ndim <= 2:
+        return x.reshape(x.shape[0], -1)
+    # The feature dims ordered by decreasing stride: for a dense tensor, a contiguous view.
+    order = sorted(range(1, x.ndim), key=lambda dim: -x.stride(dim))
+    permuted = x.permute(0, *order)
+    if permuted.is_contiguous():
+        return permuted.view(x.shape[0], -1)
+    return x.reshape(x.shape[0], -1)
+
+
 def u_centered_grams(features: Sequence[torch.Tensor]) -> torch.Tensor:
     """``[T, n*n]`` float64 rows: the U-centred linear Gram of each ``[n, ...]`` feature tensor.
 
@@ -249,7 +266,7 @@ def u_centered_grams(features: Sequence[torch.Tensor]) -> torch.Tensor:
     grams = []
     with _ieee_float32_matmul():
         for tensor in features:
-            x = tensor.detach().reshape(tensor.shape[0], -1)
+            x = rows_in_memory_order(tensor.detach())
             if x.dtype != torch.float64:
                 x = x.float()
             x = x - x.mean(dim=0, keepdim=True)

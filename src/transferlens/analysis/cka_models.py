@@ -108,7 +108,11 @@ def _accumulate(
     accumulator = MinibatchCKA(
         sum(len(names) for names in layers.values()), keep_batch_terms=keep_batch_terms
     )
-    for features, _ in stream_features(models, loader, layers, device=device):
+    # Unflattened, channels-last on the CPU: the Grams read each feature in memory order.
+    stream = stream_features(
+        models, loader, layers, flatten=False, device=device, channels_last=True
+    )
+    for features, _ in stream:
         accumulator.update([tensor for key in models for tensor in features[key]])
     accumulator.sync()
     accumulator.compute()  # raises a clear error when no batch was usable
