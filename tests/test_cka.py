@@ -337,6 +337,63 @@ def test_batch_terms_sum_to_the_total_and_reset_clears():
     assert estimator.hsic_sum is None and estimator.n_batches == 0
 
 
+def test_batches_of_several_sizes_reuse_the_buffer_and_match_the_reference():
+    # 16, 16, 7 and 16 examples: the centring buffer is remade for 7 and again for 16.
+    x, y = related_features(n=55)
+    estimator = MinibatchCKA(1, 1)
+    sums = {"xy": 0.0, "xx": 0.0, "yy": 0.0}
+    for start, stop in [(0, 16), (16, 32), (32, 39), (39, 55)]:
+        estimator.update([x[start:stop]], [y[start:stop]])
+        gram_x, gram_y = linear_gram(x[start:stop]), linear_gram(y[start:stop])
+        sums["xy"] += float(hsic_unbiased(gram_x, gram_y))
+        sums["xx"] += float(hsic_unbiased(gram_x, gram_x))
+        sums["yy"] += float(hsic_unbiased(gram_y, gram_y))
+    expected = sums["xy"] / math.sqrt(sums["xx"] * sums["yy"])
+    assert float(estimator.compute()) == pytest.approx(expected, abs=1e-10)
+
+
+def test_shifted_gram_is_the_gram_of_the_centred_features_through_one_buffer():
+    from transferlens.analysis.cka_estimators import ShiftedGram
+
+    gram_of = ShiftedGram()
+    g = generator(5)
+    for shape in [(32, 3, 4, 4), (8, 200), (32, 3, 4, 4), (64, 10)]:  # grows, shrinks, grows
+        x = torch.randn(*shape, generator=g) * 3 + 50  # a large mean
+        rows = x.double().reshape(shape[0], -1)
+        centred = rows - rows.mean(dim=0, keepdim=True)
+        gram = gram_of(x)
+        assert gram.dtype == torch.float32 and torch.equal(gram, gram.T)
+        torch.testing.assert_close(gram.double(), centred @ centred.T, rtol=1e-5, atol=1e-3)
+    assert len(gram_of._scratch) == 1  # one float32 CPU buffer served every call
+    exact = gram_of(rows)  # float64 features stay float64
+    assert exact.dtype == torch.float64
+    torch.testing.assert_close(exact, centred @ centred.T, rtol=1e-12, atol=1e-9)
+    half = gram_of(x.bfloat16())  # lower precision: promoted to float32
+    assert half.dtype == torch.float32
+    with torch.inference_mode():  # a buffer made here cannot be written outside: a second one
+        gram_of(x)
+    gram_of(x)
+    assert len(gram_of._scratch) == 3
+
+
+def test_update_grams_equals_update_on_the_features():
+    from transferlens.analysis.cka_estimators import ShiftedGram
+
+    x, y = related_features(n=64)
+    z = torch.relu(y[:, :30]).float() + 10  # float32, a large mean
+    on_features, on_grams = MinibatchCKA(2, 1), MinibatchCKA(2, 1)
+    gram_of = ShiftedGram()
+    for start in range(0, 64, 16):
+        part = slice(start, start + 16)
+        on_features.update([x[part], z[part]], [y[part]])
+        on_grams.update_grams([gram_of(x[part]), gram_of(z[part])], [gram_of(y[part])])
+    torch.testing.assert_close(on_grams.hsic_sum, on_features.hsic_sum, rtol=0, atol=0)
+    with pytest.raises(ValueError, match="must be \\[n, n\\]"):
+        on_grams.update_grams([x[:16], x[:16]], [y[:16]])
+    with pytest.raises(ValueError, match="expected 2 \\+ 1 Gram matrices"):
+        on_grams.update_grams([gram_of(x[:16])], [gram_of(y[:16])])
+
+
 def test_update_checks_the_number_and_size_of_the_feature_tensors():
     x, y = related_features(n=16)
     estimator = MinibatchCKA(2, 1)

@@ -201,6 +201,23 @@ def test_a_model_that_refuses_channels_last_gets_the_batches_as_given():
     assert all_hooks(model) == 0
 
 
+def test_a_reduction_runs_inside_the_forward_and_its_results_are_yielded():
+    model = TinyNet()
+    batches = list(loader(20, 8))
+    expected = plain_features(model, batches)
+    seen = []
+
+    def norms(output: torch.Tensor) -> torch.Tensor:
+        seen.append((torch.is_inference_mode_enabled(), output.requires_grad))
+        return output.flatten(1).norm(dim=1)
+
+    stream = stream_features({"m": model}, batches, LAYERS, reduce=norms, channels_last=True)
+    for (features, _), wanted in zip(stream, expected):
+        for tensor, reference in zip(features["m"], wanted):
+            torch.testing.assert_close(tensor, reference.flatten(1).norm(dim=1))
+    assert seen == [(True, False)] * (len(LAYERS) * len(batches))
+
+
 def test_capture_features_concatenates_batches_and_defaults_to_the_paper_layers():
     model = TinyNet()
     features = capture_features(model, loader(20, 8), ["conv1", "layer2"])

@@ -86,7 +86,8 @@ def gram_linear(x: torch.Tensor) -> torch.Tensor:
     """Linear-kernel Gram matrix ``K = X X^T``, exactly symmetric.
 
     On the CPU in float32, for the shapes where it is faster (``_onednn_applies``), it
-    is one oneDNN product (:func:`_onednn_gram`) with its upper triangle mirrored.
+    is one oneDNN product (:func:`_onednn_gram`), its upper triangle mirrored if it is
+    not exactly symmetric already.
     Elsewhere only the upper block triangle is multiplied:
     with ``X`` split into rows ``[X1; X2]``, ``K = [[K1, X1 X2^T], [(X1 X2^T)^T, K2]]``
     with the diagonal blocks ``K1``, ``K2`` recursively the same way: at 256 rows, 5/8
@@ -96,6 +97,11 @@ def gram_linear(x: torch.Tensor) -> torch.Tensor:
     onednn = _onednn_applies(x)
     if onednn or n < 2 * SYMMETRIC_GRAM_MIN_ROWS:
         gram = _onednn_gram(x) if onednn else x @ x.T
+        # oneDNN's products come out exactly symmetric (its order of summation does not
+        # depend on the entry); on a CPU checking is half the cost of mirroring (on a
+        # GPU the check would wait for the device).
+        if onednn and torch.equal(gram, gram.T):
+            return gram
         return gram.triu() + gram.triu(1).T  # one rounding for both (i, j) and (j, i)
     half = n // 2
     gram = x.new_empty((n, n))
@@ -141,15 +147,22 @@ def center_gram(gram: torch.Tensor, unbiased: bool = False) -> torch.Tensor:
 
     ``gram`` is ``[n, n]`` or a stack ``[..., n, n]`` (each matrix centred on its own).
     """
-    n = gram.shape[-1]
-    if not unbiased:
-        gram = gram - gram.mean(dim=-2, keepdim=True)
-        return gram - gram.mean(dim=-1, keepdim=True)
     gram = gram.clone()
+    if unbiased:
+        return _u_center_(gram)
+    gram -= gram.mean(dim=-2, keepdim=True)
+    gram -= gram.mean(dim=-1, keepdim=True)
+    return gram
+
+
+def _u_center_(gram: torch.Tensor) -> torch.Tensor:
+    """U-centre the symmetric ``gram`` ``[..., n, n]`` in place (no temporary of its size)."""
+    n = gram.shape[-1]
     gram.diagonal(dim1=-2, dim2=-1).zero_()
     row_sums = gram.sum(dim=-1, keepdim=True)  # [..., n, 1]; ~K is symmetric
     total = row_sums.sum(dim=-2, keepdim=True)  # [..., 1, 1]
-    gram -= (row_sums + row_sums.transpose(-2, -1)) / (n - 2)
+    gram -= row_sums / (n - 2)
+    gram -= row_sums.transpose(-2, -1) / (n - 2)
     gram += total / ((n - 1) * (n - 2))
     gram.diagonal(dim1=-2, dim2=-1).zero_()
     return gram
@@ -255,26 +268,64 @@ def rows_in_memory_order(x: torch.Tensor) -> torch.Tensor:
     return x.reshape(x.shape[0], -1)
 
 
-def u_centered_grams(features: Sequence[torch.Tensor]) -> torch.Tensor:
-    """``[T, n*n]`` float64 rows: the U-centred linear Gram of each ``[n, ...]`` feature tensor.
+class ShiftedGram:
+    """``K = (X - 1 m^T)(X - 1 m^T)^T`` of ``[n, ...]`` features ``X``, ``m`` their batch mean.
 
-    Precision without float64 features: each tensor is shifted by its batch mean
-    (allowed, see the module docstring) so that the float32 Gram is computed from
-    values of the size of the signal, not of a large post-ReLU mean; the ``n x n`` Gram
-    is then promoted to float64 for the U-centring and the HSIC products, which cancel.
+    Precision without float64 features: the shift (allowed, see the module docstring)
+    lets the float32 Gram be computed from values of the size of the signal, not of a
+    large post-ReLU mean; the U-centring (:func:`u_center_stack`) then runs in float64.
+    Float64 features stay float64, others become float32. The shifted rows go through
+    one scratch buffer, reused for every call: used as a forward hook's reduction
+    (:func:`~transferlens.analysis.features.stream_features` ``reduce=``), each layer's
+    output becomes its Gram as it is produced and no batch of features is held. (On a
+    CPU, holding them costs fresh memory every batch: +12% on the forwards of two
+    ResNet-18s, more than their Grams' products.)
     """
-    grams = []
-    with _ieee_float32_matmul():
-        for tensor in features:
-            x = rows_in_memory_order(tensor.detach())
-            if x.dtype != torch.float64:
-                x = x.float()
-            x = x - x.mean(dim=0, keepdim=True)
-            grams.append(gram_linear(x))
+
+    def __init__(self) -> None:
+        self._scratch: dict[tuple, torch.Tensor] = {}
+
+    def _buffer(self, shape: torch.Size, dtype: torch.dtype, device: torch.device) -> torch.Tensor:
+        # Keyed by inference mode too: a tensor made in it cannot be written outside it.
+        key = (device, dtype, torch.is_inference_mode_enabled())
+        size = shape[0] * shape[1]
+        buffer = self._scratch.get(key)
+        if buffer is None or buffer.numel() < size:
+            buffer = self._scratch[key] = torch.empty(size, dtype=dtype, device=device)
+        return buffer[:size].view(shape)
+
+    def __call__(self, features: torch.Tensor) -> torch.Tensor:
+        rows = rows_in_memory_order(features.detach())
+        dtype = torch.float64 if rows.dtype == torch.float64 else torch.float32
+        shifted = self._buffer(rows.shape, dtype, rows.device)
+        torch.sub(rows, rows.mean(dim=0, keepdim=True, dtype=dtype), out=shifted)
+        with _ieee_float32_matmul():
+            return gram_linear(shifted)
+
+
+def u_center_stack(grams: Sequence[torch.Tensor], out: torch.Tensor | None = None) -> torch.Tensor:
+    """``[T, n*n]`` float64 rows: the U-centring of each ``n x n`` Gram, on the first's device.
+
+    ``out``: a float64 ``[T, n, n]`` buffer there to centre in, reused across batches
+    (on a CPU, fresh memory for the stack costs more than the centring itself).
+    """
     # Models compared may sit on different devices; the n x n Grams are cheap to move.
     # One U-centring of the whole float64 stack: a few large ops, not a few per layer.
-    stacked = torch.stack([gram.to(grams[0].device, torch.float64) for gram in grams])
-    return center_gram(stacked, unbiased=True).reshape(len(grams), -1)
+    n = grams[0].shape[0]
+    if out is None:
+        out = torch.empty(len(grams), n, n, dtype=torch.float64, device=grams[0].device)
+    for row, gram in zip(out, grams, strict=True):
+        row.copy_(gram)
+    return _u_center_(out).view(len(grams), -1)
+
+
+def u_centered_grams(
+    features: Sequence[torch.Tensor], out: torch.Tensor | None = None
+) -> torch.Tensor:
+    """``[T, n*n]`` float64 rows: the U-centred :class:`ShiftedGram` of each ``[n, ...]`` tensor
+    (``out``: see :func:`u_center_stack`)."""
+    gram_of = ShiftedGram()
+    return u_center_stack([gram_of(tensor) for tensor in features], out)
 
 
 class MinibatchCKA:
@@ -316,29 +367,74 @@ class MinibatchCKA:
         self.skipped_batches = 0
         self.skipped_examples = 0
         self._batch_terms: list[torch.Tensor] = []
+        self._stack_buffer: torch.Tensor | None = None
         self._synced = False
 
     def update(
         self, features_a: Sequence[torch.Tensor], features_b: Sequence[torch.Tensor] | None = None
     ) -> None:
         """Add one batch: ``La`` (and ``Lb``) tensors ``[n, ...]`` of the same ``n`` examples."""
+        features = self._batch(features_a, features_b, "feature tensors")
+        if features is not None:
+            n, device = features[0].shape[0], features[0].device
+            self._add(u_centered_grams(features, self._stack(n, device)), n)
+
+    def update_grams(
+        self, grams_a: Sequence[torch.Tensor], grams_b: Sequence[torch.Tensor] | None = None
+    ) -> None:
+        """Add one batch given the linear Grams ``[n, n]`` of its features (:class:`ShiftedGram`).
+
+        The same as :meth:`update` on the features: the Grams of features translated
+        by any constant row give the same HSIC_1.
+        """
+        grams = self._batch(grams_a, grams_b, "Gram matrices")
+        if grams is None:
+            return
+        n = grams[0].shape[0]
+        if any(gram.shape != (n, n) for gram in grams):
+            raise ValueError(
+                f"Gram matrices must be [n, n] (got {[tuple(g.shape) for g in grams]})"
+            )
+        self._add(u_center_stack(grams, self._stack(n, grams[0].device)), n)
+
+    def _stack(self, n: int, device: torch.device) -> torch.Tensor:
+        """The float64 ``[T, n, n]`` buffer the batch's Grams are centred in (reused)."""
+        buffer = self._stack_buffer
+        if (
+            buffer is None
+            or buffer.shape[1] != n
+            or buffer.device != device
+            or (buffer.is_inference() and not torch.is_inference_mode_enabled())
+        ):
+            buffer = torch.empty(self.n_layers, n, n, dtype=torch.float64, device=device)
+            self._stack_buffer = buffer
+        return buffer
+
+    def _batch(
+        self, part_a: Sequence[torch.Tensor], part_b: Sequence[torch.Tensor] | None, what: str
+    ) -> list[torch.Tensor] | None:
+        """The batch's tensors, checked; None (and counted) when it is too small to use."""
         if self._synced:
             raise RuntimeError("MinibatchCKA.update after sync(); call reset() to start again")
-        features = list(features_a) + (list(features_b) if features_b is not None else [])
-        if (features_b is None) != (self.n_layers_b is None) or len(features) != self.n_layers:
+        tensors = list(part_a) + (list(part_b) if part_b is not None else [])
+        if (part_b is None) != (self.n_layers_b is None) or len(tensors) != self.n_layers:
             raise ValueError(
-                f"expected {self.n_layers_a} + {self.n_layers_b or 0} feature tensors, got {len(features)}"
+                f"expected {self.n_layers_a} + {self.n_layers_b or 0} {what}, got {len(tensors)}"
             )
-        n = features[0].shape[0]
-        if any(f.shape[0] != n for f in features):
+        n = tensors[0].shape[0]
+        if any(t.shape[0] != n for t in tensors):
             raise ValueError(
-                f"every feature tensor must have the same batch size (got {[f.shape[0] for f in features]})"
+                f"every one of the {what} must have the same batch size "
+                f"(got {[t.shape[0] for t in tensors]})"
             )
         if n < MIN_BATCH_EXAMPLES:
             self.skipped_batches += 1
             self.skipped_examples += n
-            return
-        stacked = u_centered_grams(features)
+            return None
+        return tensors
+
+    def _add(self, stacked: torch.Tensor, n: int) -> None:
+        """Add the HSIC_1 of every pair of rows of the U-centred ``stacked`` ``[T, n*n]``."""
         hsic = (stacked @ stacked.T) / (n * (n - 3))
         self.hsic_sum = hsic.clone() if self.hsic_sum is None else self.hsic_sum + hsic
         self.n_batches += 1

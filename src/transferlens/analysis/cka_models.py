@@ -30,7 +30,7 @@ import pandas as pd
 import torch
 from torch import nn
 
-from transferlens.analysis.cka_estimators import MinibatchCKA, cka_from_hsic
+from transferlens.analysis.cka_estimators import MinibatchCKA, ShiftedGram, cka_from_hsic
 from transferlens.analysis.features import check_layers, default_layers, stream_features
 from transferlens.analysis.pairs import Pair, resolve_pairs
 from transferlens.analysis.stats import bootstrap_interval, index_counts
@@ -108,12 +108,13 @@ def _accumulate(
     accumulator = MinibatchCKA(
         sum(len(names) for names in layers.values()), keep_batch_terms=keep_batch_terms
     )
-    # Unflattened, channels-last on the CPU: the Grams read each feature in memory order.
+    # Each layer's output becomes its Gram inside the forward (no batch of features is
+    # held); on the CPU image batches run channels-last, read by the Grams as they lie.
     stream = stream_features(
-        models, loader, layers, flatten=False, device=device, channels_last=True
+        models, loader, layers, device=device, channels_last=True, reduce=ShiftedGram()
     )
-    for features, _ in stream:
-        accumulator.update([tensor for key in models for tensor in features[key]])
+    for grams, _ in stream:
+        accumulator.update_grams([gram for key in models for gram in grams[key]])
     accumulator.sync()
     accumulator.compute()  # raises a clear error when no batch was usable
     return accumulator

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import contextlib
 import difflib
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from typing import Any
 
 import torch
@@ -74,16 +74,24 @@ def default_layers(model: nn.Module) -> list[str]:
     )
 
 
-def reduce_features(output: Any, flatten: bool = True, pool: str | None = None) -> torch.Tensor:
+Reduction = Callable[[torch.Tensor], torch.Tensor]
+
+
+def reduce_features(
+    output: Any, flatten: bool = True, pool: str | None = None, reduce: Reduction | None = None
+) -> torch.Tensor:
     """Detach a layer's output and reduce it per example (see the module docstring).
 
-    A module returning a tuple or list contributes its first element.
+    A module returning a tuple or list contributes its first element. ``reduce``, when
+    given, replaces ``flatten`` and ``pool``: ``reduce(output)`` is what is kept.
     """
     if isinstance(output, tuple | list):
         output = output[0]
     if not isinstance(output, torch.Tensor):
         raise TypeError(f"a hooked layer returned {type(output).__name__}, not a tensor")
     output = output.detach()
+    if reduce is not None:
+        return reduce(output)
     if pool == "avg" and output.ndim > 2:
         return output.mean(dim=tuple(range(2, output.ndim)))
     if flatten:
@@ -106,6 +114,7 @@ class FeatureExtractor:
         *,
         flatten: bool = True,
         pool: str | None = None,
+        reduce: Reduction | None = None,
     ) -> None:
         if pool not in POOLS:
             raise UserInputError(f"pool must be one of {POOLS} (got {pool!r})")
@@ -113,12 +122,13 @@ class FeatureExtractor:
         self.layers = check_layers(model, layers)
         self.flatten = flatten
         self.pool = pool
+        self.reduce = reduce
         self.features: dict[str, torch.Tensor] = {}
         self._handles: list[torch.utils.hooks.RemovableHandle] = []
 
     def _hook(self, layer: str):
         def store(module: nn.Module, inputs: Any, output: Any) -> None:
-            self.features[layer] = reduce_features(output, self.flatten, self.pool)
+            self.features[layer] = reduce_features(output, self.flatten, self.pool, self.reduce)
 
         return store
 
@@ -210,6 +220,7 @@ def stream_features(
     pool: str | None = None,
     device: str | torch.device | None = None,
     channels_last: bool = False,
+    reduce: Reduction | None = None,
 ) -> Iterator[tuple[dict[str, list[torch.Tensor]], Any]]:
     """Yield ``({model_key: [features per layer]}, y)`` for each batch of ``loader``.
 
@@ -221,7 +232,9 @@ def stream_features(
     the batches as they are). Its features then come in that layout too: the same
     values with other strides, so ``flatten=True`` copies them; consumers to whom the
     order of a feature's values does not matter (Gram matrices) should take
-    ``flatten=False`` and read them in memory order.
+    ``flatten=False`` and read them in memory order. ``reduce``: a function applied to
+    each layer's output inside the forward, in place of ``flatten`` / ``pool``; what it
+    returns is yielded (the outputs themselves are then not held).
     """
     if not models:
         raise UserInputError("no models to compare")
@@ -234,7 +247,7 @@ def stream_features(
         _, wanted = distinct.setdefault(id(model), (model, []))
         wanted.extend(layer for layer in per_key[key] if layer not in wanted)
     extractors = {
-        ident: FeatureExtractor(model, wanted, flatten=flatten, pool=pool)
+        ident: FeatureExtractor(model, wanted, flatten=flatten, pool=pool, reduce=reduce)
         for ident, (model, wanted) in distinct.items()
     }
     devices = {ident: model_device(model) for ident, (model, _) in distinct.items()}
