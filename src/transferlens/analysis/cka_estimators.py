@@ -319,15 +319,6 @@ def u_center_stack(grams: Sequence[torch.Tensor], out: torch.Tensor | None = Non
     return _u_center_(out).view(len(grams), -1)
 
 
-def u_centered_grams(
-    features: Sequence[torch.Tensor], out: torch.Tensor | None = None
-) -> torch.Tensor:
-    """``[T, n*n]`` float64 rows: the U-centred :class:`ShiftedGram` of each ``[n, ...]`` tensor
-    (``out``: see :func:`u_center_stack`)."""
-    gram_of = ShiftedGram()
-    return u_center_stack([gram_of(tensor) for tensor in features], out)
-
-
 class MinibatchCKA:
     """Streaming linear CKA of Nguyen, Raghu & Kornblith (2021), every layer pair at once.
 
@@ -368,6 +359,7 @@ class MinibatchCKA:
         self.skipped_examples = 0
         self._batch_terms: list[torch.Tensor] = []
         self._stack_buffer: torch.Tensor | None = None
+        self._gram_of = ShiftedGram()
         self._synced = False
 
     def update(
@@ -376,8 +368,9 @@ class MinibatchCKA:
         """Add one batch: ``La`` (and ``Lb``) tensors ``[n, ...]`` of the same ``n`` examples."""
         features = self._batch(features_a, features_b, "feature tensors")
         if features is not None:
+            grams = [self._gram_of(tensor) for tensor in features]
             n, device = features[0].shape[0], features[0].device
-            self._add(u_centered_grams(features, self._stack(n, device)), n)
+            self._add(u_center_stack(grams, self._stack(n, device)), n)
 
     def update_grams(
         self, grams_a: Sequence[torch.Tensor], grams_b: Sequence[torch.Tensor] | None = None
