@@ -68,7 +68,7 @@ def _onednn_applies(x: torch.Tensor) -> bool:
 
 
 def _onednn_gram(x: torch.Tensor) -> torch.Tensor:
-    """``X X^T`` of a float32 CPU matrix through oneDNN (not yet exactly symmetric).
+    """``X X^T`` of a float32 CPU matrix through oneDNN (exact symmetry not guaranteed).
 
     PyTorch's CPU matmul calls MKL, which runs this shape (few rows, long rows) at
     about half the speed of oneDNN's kernels on AMD CPUs (measured: 208 vs 405 GFLOP/s

@@ -236,11 +236,8 @@ def block_shuffle(
         torch.index_select(source, 1, index, out=out.view(shape))
         return out
     flat = x.reshape(n, c, h * w)
-    num_blocks = (h // block_size) * (w // block_size)
     indices = [
-        _block_index_from_perm(
-            torch.randperm(num_blocks, generator=_generator(image_seed(seed, k))), block_size, h, w
-        )
+        _block_index_from_perm(_block_perm(block_size, h, w, image_seed(seed, k)), block_size, h, w)
         for k in _image_ids(x, image_ids)
     ]
     index = torch.stack(indices).to(x.device)[:, None, :].expand(n, c, h * w)
