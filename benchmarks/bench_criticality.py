@@ -9,7 +9,7 @@ smallest ``alpha^2 ||thetaF - theta0||^2 / sigma^2`` among them (ties to the fir
 point, sigma-major). The noise of each draw comes from our documented seed
 (``perturb.noise_seed``), so both sides perturb the network identically and must
 return identical criticality values. Ours (``module_criticality``, ``search="pruned"``)
-visits points in increasing objective and stops early; its ``attrs["n_forward_passes"]``
+visits points in increasing objective and stops early; its result's ``n_forward_passes``
 counts every pass it began.
 
 Model: a small Fixup ResNet-10 trained here for a few steps (``thetaF``) from its
@@ -144,7 +144,7 @@ def full_grid(model_final: nn.Module, initial: dict, batches, modules: Sequence[
 def ours(model_final: nn.Module, initial: dict, batches, modules: Sequence[str]):
     from transferlens.analysis import module_criticality
 
-    frame = module_criticality(
+    result = module_criticality(
         model_final,
         initial,
         batches,
@@ -156,9 +156,12 @@ def ours(model_final: nn.Module, initial: dict, batches, modules: Sequence[str])
         tolerance=TOLERANCE,
         seed=SEED,
     )
-    rows = frame[frame["module"].isin(modules)]
-    results = {row.module: (row.criticality, row.alpha, row.sigma) for row in rows.itertuples()}
-    return results, int(frame.attrs["n_forward_passes"])
+    results = {
+        row.module: (row.criticality, row.alpha, row.sigma)
+        for row in result.modules
+        if row.module in modules
+    }
+    return results, result.n_forward_passes
 
 
 CONTENDERS = {"ours": ours, "full grid": full_grid}

@@ -136,8 +136,10 @@ def authors(model_a: nn.Module, model_b: nn.Module, loader: DataLoader) -> np.nd
 def ours(model_a: nn.Module, model_b: nn.Module, loader: DataLoader) -> np.ndarray:
     from transferlens.analysis import interpolation_curve, lambda_grid
 
-    frame = interpolation_curve(model_a, model_b, loader, "multiclass", lams=lambda_grid(N_LAMBDAS))
-    return frame[["lam", "loss", "metric"]].to_numpy(dtype=np.float64)
+    result = interpolation_curve(
+        model_a, model_b, loader, "multiclass", lams=lambda_grid(N_LAMBDAS)
+    )
+    return np.array([result.lams, result.loss, result.metric], dtype=np.float64).T
 
 
 def barriers(curve: np.ndarray) -> tuple[float, float]:

@@ -5,7 +5,7 @@ image: ``nn.Unfold`` cuts the image into blocks, the block axis is indexed by th
 permutation, ``nn.Fold`` puts the blocks back. Ours
 (``transferlens.data.block_shuffle``) works on the whole batch at once: one gather
 (of values, or of block rows from b = 8), or for large blocks one strided copy per
-block. Each is timed returning a new tensor and writing into a reused one. The baseline
+block (``transferlens.data.shuffle_kernels``). Each is timed returning a new tensor and writing into a reused one. The baseline
 here uses the permutation our module documents (``torch.randperm`` of the block count
 from a CPU generator seeded with ``seed``), so both must give the identical tensor.
 

@@ -1,23 +1,31 @@
-"""A small fabricated finished study for the report tests: every table, a few run folders.
+"""A small fabricated finished study for the report tests: its ``results/`` folder only.
 
 ``make_study(root, hold=True)`` writes numbers under which every finding of the paper
 holds; ``hold=False`` changes them so that every finding fails on at least one
-target. ``omit`` leaves tables out (analyses not run). The targets are listed in
-``study.json`` out of order with a ``closeness`` rank (``near`` is closest), and
-``far`` is a multi-label (ROC-AUC) target, so nothing may rely on names or order;
-runs.csv carries the runner's ``groups`` column only when ``groups=True``.
-The gallery's test images are saved as ``fixture_images.npy`` and read by
-:func:`fixture_image_loader`; each has a magenta square so tests can find real pixels.
+target. ``omit`` leaves tables out (analyses not run; ``"images"`` leaves out the
+gallery's PNGs). The study folder holds ``results/`` and nothing else, as after its
+run folders were deleted: every table of :mod:`transferlens.results`, ``study.json``
+and ``images/<target>/<index>.png``. The targets are listed in ``study.json`` out of
+order with a ``closeness`` rank (``near`` is closest), and ``far`` is a multi-label
+(ROC-AUC) target in ``targets.csv``, so nothing may rely on names or order; runs.csv
+carries the runner's ``groups`` column only when ``groups=True``. The gallery's test
+images are :func:`fixture_images`; each has a magenta square so tests can find real
+pixels. ``provenance.csv`` also names a folder the plan no longer lists
+(:data:`ORPHAN_RUN`).
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
+from PIL import Image
+
+from transferlens.results import image_path, table_path
 
 TARGETS = ("near", "middle", "far")  # closest to the source first
 TASKS = {"near": "multiclass", "middle": "multiclass", "far": "multilabel"}
@@ -28,6 +36,9 @@ PRETRAIN_EPOCHS = (0, 1, 2, 4)
 SEEDS = (0, 1)
 MAGENTA = (255, 0, 255)
 N_IMAGES = 40
+EPOCH_SECONDS = 1.5
+# A run folder that runs.csv does not list (an abandoned plan); its digest is all digits.
+ORPHAN_RUN = ("target-orphan0000", 2, 3.0, "000000000042")
 
 
 def headline(hold: bool) -> dict[str, tuple[float, float]]:
@@ -57,7 +68,7 @@ def kappa_from_counts(
 def _write(root: Path, name: str, rows: list[dict], omit: set[str]) -> None:
     if name in omit:
         return
-    path = root / "results" / f"{name}.csv"
+    path = table_path(root / "results", name)
     path.parent.mkdir(parents=True, exist_ok=True)
     pd.DataFrame(rows).to_csv(path, index=False)
 
@@ -79,6 +90,7 @@ def _runs(root: Path, hold: bool, omit: set[str]) -> None:
             status="complete",
         )
     ]
+    epochs: list[dict] = []
     values = headline(hold)
     # Listed far first, so only study.json's closeness can put near first.
     for target in reversed(TARGETS):
@@ -102,7 +114,7 @@ def _runs(root: Path, hold: bool, omit: set[str]) -> None:
                         status="complete",
                     )
                 )
-                _run_folder(root, run_id, target, final, seed)
+                epochs.extend(_epochs(run_id, final, seed))
             # Runs of the checkpoint study and of block shuffling must not count as headline runs.
             rows.append(
                 dict(
@@ -121,27 +133,53 @@ def _runs(root: Path, hold: bool, omit: set[str]) -> None:
                 )
             )
     _write(root, "runs", rows, omit)
+    _write(root, "epochs", epochs, omit)
+    _provenance(root, epochs, omit)
 
 
-def _run_folder(root: Path, run_id: str, target: str, final: float, seed: int) -> None:
-    folder = root / "runs" / run_id
-    folder.mkdir(parents=True, exist_ok=True)
-    spec = {"data": {"name": "synthetic", "domain": target}, "task": TASKS[target], "seed": seed}
-    (folder / "spec.json").write_text(json.dumps(spec), encoding="utf-8")
-    with open(folder / "metrics.jsonl", "w", encoding="utf-8") as handle:
-        for epoch in range(6):
-            metric = final * (1 - 0.6 * np.exp(-epoch)) + 0.003 * seed
-            record = dict(
+def _epochs(run_id: str, final: float, seed: int) -> list[dict]:
+    """The rows of epochs.csv of one run: a learning curve rising to about ``final``."""
+    rows = []
+    for epoch in range(6):
+        metric = final * (1 - 0.6 * np.exp(-epoch)) + 0.003 * seed
+        rows.append(
+            dict(
+                run_id=run_id,
                 epoch=epoch,
-                test_loss=2 - metric,
                 test_metric=metric,
-                train_loss=1.5 - metric,
+                test_loss=2 - metric,
                 train_metric=min(1.0, metric + 0.05),
-                lr=0.1,
-                seconds=1.5,
+                train_loss=1.5 - metric,
+                seconds=EPOCH_SECONDS,
             )
-            handle.write(json.dumps(record) + "\n")
-    (folder / "complete.json").write_text("{}", encoding="utf-8")
+        )
+    return rows
+
+
+def _provenance(root: Path, epochs: list[dict], omit: set[str]) -> None:
+    """provenance.csv: the runs with epochs (complete) and :data:`ORPHAN_RUN` (incomplete)."""
+    logged = pd.DataFrame(epochs).groupby("run_id", sort=False)["seconds"].agg(["size", "sum"])
+    rows = [
+        dict(
+            run_id=run_id,
+            epochs_logged=int(count),
+            train_seconds=float(seconds),
+            spec_sha256=hashlib.sha256(run_id.encode()).hexdigest()[:12],
+            complete=True,
+        )
+        for run_id, (count, seconds) in logged.iterrows()
+    ]
+    run_id, count, seconds, digest = ORPHAN_RUN
+    rows.append(
+        dict(
+            run_id=run_id,
+            epochs_logged=count,
+            train_seconds=seconds,
+            spec_sha256=digest,
+            complete=False,
+        )
+    )
+    _write(root, "provenance", rows, omit)
 
 
 def _reuse(root: Path, hold: bool, omit: set[str]) -> None:
@@ -220,6 +258,17 @@ def _mistakes(root: Path, hold: bool, omit: set[str]) -> None:
                 )
     _write(root, "mistakes", rows, omit)
     _write(root, "mistakes_examples", examples, omit)
+    if "images" not in omit:
+        _images(root, examples)
+
+
+def _images(root: Path, examples: list[dict]) -> None:
+    """Each example's test image as results/images/<target>/<index>.png."""
+    images = fixture_images()
+    for example in examples:
+        path = image_path(root / "results", example["target"], example["index"])
+        path.parent.mkdir(parents=True, exist_ok=True)
+        Image.fromarray(images[example["index"]]).save(path)
 
 
 CKA_BY_PAIR = {
@@ -395,19 +444,15 @@ def fixture_images() -> np.ndarray:
     return images
 
 
-def fixture_image_loader(study_dir: Path, target: str, indices: Sequence[int]) -> np.ndarray:
-    """The gallery hook of the fixture: images saved beside the study's tables."""
-    return np.load(Path(study_dir) / "fixture_images.npy")[list(indices)]
-
-
 def make_study(root: Path, hold: bool = True, omit: Iterable[str] = ()) -> Path:
-    """Write a finished study under ``root`` and return it."""
-    root.mkdir(parents=True, exist_ok=True)
+    """Write the ``results/`` folder of a finished study under ``root`` and return ``root``."""
+    results = root / "results"
+    results.mkdir(parents=True, exist_ok=True)
     omitted = set(omit)
-    # study.json as the study runner writes it (the spec under "study"); closeness and task
-    # are the report's optional keys of a target.
+    # study.json as the study runner writes it (the spec under "study"); closeness is the
+    # report's optional key of a target.
     targets = [
-        {"label": "far", "closeness": 3, "task": "multilabel", "data": {"name": "synthetic"}},
+        {"label": "far", "closeness": 3, "data": {"name": "synthetic"}},
         {"label": "near", "closeness": 1, "data": {"name": "synthetic"}},
         {"label": "middle", "closeness": 2, "data": {"name": "synthetic"}},
     ]
@@ -416,8 +461,9 @@ def make_study(root: Path, hold: bool = True, omit: Iterable[str] = ()) -> Path:
         "study": {"name": "fixture-study", "source": {"label": "source"}, "targets": targets},
         "runs": [],
     }
-    (root / "study.json").write_text(json.dumps(study, indent=2), encoding="utf-8")
-    np.save(root / "fixture_images.npy", fixture_images())
+    (results / "study.json").write_text(json.dumps(study, indent=2), encoding="utf-8")
+    tasks = [dict(target=entry["label"], task=TASKS[entry["label"]]) for entry in targets]
+    _write(root, "targets", tasks, omitted)
     for write in (
         _runs,
         _reuse,

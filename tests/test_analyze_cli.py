@@ -8,7 +8,7 @@ import pandas as pd
 import pytest
 import torch
 
-from transferlens.analysis.distance import parameter_distance
+from transferlens.analysis import parameter_distance
 from transferlens.cli import main
 from transferlens.train import TrainSpec, checkpoint_path, load_model, train
 from transferlens.validation import validate
@@ -85,7 +85,7 @@ def test_distance_of_two_runs_matches_the_library(runs, tmp_path, capsys):
     table = pd.read_csv(out)
     assert list(table.columns) == ["pair", "module", "l2"]
     assert table["pair"].iloc[0] == "rit0-rit1"
-    expected = parameter_distance(load_model(runs[0]), load_model(runs[1]))
+    expected = parameter_distance(load_model(runs[0]), load_model(runs[1])).to_frame()
     assert table["l2"].tolist() == pytest.approx(expected["l2"].tolist(), rel=1e-9)
     assert "layer1.0" in capsys.readouterr().out
     # Epochs per run: a run against its own init.
@@ -200,4 +200,65 @@ def test_checkpoints_written_by_train_are_what_the_cli_reads(runs):
     # Sanity: the two runs differ and each moved away from its init.
     a, b = load_model(runs[0]), load_model(runs[1])
     assert not torch.equal(a.conv1.weight, b.conv1.weight)
-    assert math.isfinite(float(parameter_distance(a, load_model(runs[0], 0))["l2"].iloc[0]))
+    assert math.isfinite(parameter_distance(a, load_model(runs[0], 0)).total)
+
+
+def test_library_loads_what_the_cli_loads(runs):
+    """``transferlens.inputs`` is what the command calls: models, names, data, loaders."""
+    from transferlens import inputs
+
+    models = inputs.load_models([runs[0], runs[0]], epochs=[0, "final"])
+    assert list(models) == ["rit0", "rit0_2"]
+    assert not torch.equal(models["rit0"].conv1.weight, models["rit0_2"].conv1.weight)
+    assert all(not model.training for model in models.values())
+    weights = inputs.load_models(
+        weights=[checkpoint_path(runs[0], 1)], model="fixup_resnet10", num_classes=10,
+        model_kwargs={"stem": "cifar", "width": 4}, names=["w"],
+    )  # fmt: skip
+    assert torch.equal(weights["w"].conv1.weight, models["rit0_2"].conv1.weight)
+    spec, batch_size = inputs.run_data(runs[0])
+    assert (spec.name, spec.test_size, batch_size) == ("synthetic", 48, 24)
+    data = inputs.eval_data(spec, batch_size=batch_size)
+    assert data.task == "multiclass" and len(data.loader("test")) == 2
+    train_loader = data.loader("train")  # the training images without augmentation
+    assert train_loader.dataset is (data.splits.train_eval or data.splits.train)
+
+
+@pytest.mark.parametrize(
+    ("call", "culprit"),
+    [
+        (lambda inputs, run: inputs.load_models(), "no models"),
+        (lambda inputs, run: inputs.load_models([run], weights=["w"]), "not both"),
+        (lambda inputs, run: inputs.load_models([run, run], epochs=[0, 1, 2]), "epochs"),
+        (lambda inputs, run: inputs.load_models([run], names=["a", "b"]), "names"),
+        (lambda inputs, run: inputs.load_models(weights=["w"], model="fixup_resnet10"), "num_classes"),
+        (lambda inputs, run: inputs.read_runs_table("no/runs.csv"), "no/runs.csv"),
+    ],
+)  # fmt: skip
+def test_library_bad_input_names_the_parameter(runs, call, culprit):
+    from transferlens import inputs
+    from transferlens.errors import UserInputError
+
+    with pytest.raises(UserInputError, match=culprit):
+        call(inputs, runs[0])
+
+
+def test_device_resolution():
+    from transferlens.devices import resolve_device
+    from transferlens.errors import UserInputError
+
+    assert resolve_device("cpu") == torch.device("cpu")
+    expected = "cuda:0" if torch.cuda.is_available() else "cpu"
+    assert resolve_device("auto") == torch.device(expected)
+    with pytest.raises(UserInputError, match="--device: unknown device 'tpu'"):
+        resolve_device("tpu", key="--device")
+    if not torch.cuda.is_available():
+        with pytest.raises(UserInputError, match="CUDA is not available"):
+            resolve_device("cuda:1")
+
+
+def test_data_flags_change_the_runs_data(runs, tmp_path):
+    out = tmp_path / "mistakes.csv"
+    assert analyze("mistakes", "--run", runs[0], "--run", runs[1], "--bootstrap", "0",
+                   "--test-size", "24", "--out", str(out)) == 0  # fmt: skip
+    assert pd.read_csv(out)["n"].tolist() == [24]

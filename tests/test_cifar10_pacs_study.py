@@ -22,9 +22,10 @@ from PIL import Image
 
 from transferlens.cli import main
 from transferlens.data.transforms import decode_image
+from transferlens.results import image_path
 from transferlens.study import load_study, plan_study
 
-pytestmark = pytest.mark.realdata
+pytestmark = [pytest.mark.realdata, pytest.mark.slow]
 STUDY_FILE = Path(__file__).resolve().parents[1] / "studies" / "cifar10-pacs.yaml"
 TABLES = ("runs", "reuse", "mistakes", "mistakes_examples", "cka", "cka_matrix", "distance",
           "interpolation", "barriers", "criticality", "criticality_path",
@@ -113,7 +114,12 @@ def test_tiny_cifar10_pacs_study_runs_to_a_report_of_real_images(
         pixels = tile[::factor, ::factor]
         class_folder = _class_folder(pacs, target, int(row["label"]))
         decoded = (decode_image(path, 32).permute(1, 2, 0).numpy() for path in class_folder)
+        decoded = list(decoded)
         assert any(np.array_equal(pixels, image) for image in decoded), tile_name
+        # The study exported the same test image into results/ for the report.
+        exported = image_path(out / "results", target, int(row["index"]))
+        exported_pixels = np.asarray(Image.open(exported).convert("RGB"))
+        assert any(np.array_equal(exported_pixels, image) for image in decoded), exported
         checked += 1
     assert checked == 2
 

@@ -477,12 +477,12 @@ def test_sync_across_two_processes_equals_one_process(tmp_path):
         assert (n_examples, skipped, terms_shape) == (96, 3, (6, 2, 2))
 
 
-# ---- CKA between models over a loader (cka_models) --------------------------------
+# ---- CKA between models over a loader (model_cka) ---------------------------------
 
 from torch import nn  # noqa: E402
 from torch.utils.data import DataLoader, TensorDataset  # noqa: E402
 
-from transferlens.analysis.cka_models import cka, cka_matrix  # noqa: E402
+from transferlens.analysis import cka, cka_many, cka_matrix  # noqa: E402
 from transferlens.analysis.stats import resample_indices  # noqa: E402
 
 LAYERS = ["conv1", "layer1", "layer2"]
@@ -530,7 +530,7 @@ def test_a_model_and_its_copy_have_cka_one_at_every_layer():
 def test_pairs_match_the_batchwise_reference_and_same_names_are_averaged():
     models = {f"m{i}": SmallNet(i) for i in range(3)}
     pairs = [("X", "m0", "m1"), ("X", "m0", "m2"), ("Y", "m1", "m2")]
-    result = cka(models, image_loader(), layers=LAYERS, pairs=pairs, n_bootstrap=200, seed=3)
+    result = cka_many(models, image_loader(), layers=LAYERS, pairs=pairs, n_bootstrap=200, seed=3)
     images = torch.cat([x for x, _ in image_loader()])
     outputs = {key: layer_outputs(model.eval(), images) for key, model in models.items()}
     expected = {
@@ -603,65 +603,83 @@ def test_without_bootstrap_or_with_one_batch_the_interval_is_nan():
 def test_cka_input_errors_name_the_culprit():
     models = {"m0": SmallNet(0), "m1": SmallNet(1)}
     with pytest.raises(UserInputError, match="unknown model 'm9'"):
-        cka(models, image_loader(), layers=LAYERS, pairs=[("X", "m0", "m9")])
+        cka_many(models, image_loader(), layers=LAYERS, pairs=[("X", "m0", "m9")])
     with pytest.raises(UserInputError, match="unknown layer 'layer3'"):
-        cka(models, image_loader(), layers=["layer3"])
+        cka_many(models, image_loader(), layers=["layer3"])
     with pytest.raises(UserInputError, match="n_bootstrap"):
-        cka(models, image_loader(), layers=LAYERS, n_bootstrap=-1)
+        cka_many(models, image_loader(), layers=LAYERS, n_bootstrap=-1)
+    with pytest.raises(UserInputError, match="n_bootstrap"):
+        cka(models["m0"], models["m1"], image_loader(), layers=LAYERS, n_bootstrap=1.5)
+    # One call shape per function: a mapping belongs to cka_many, two models to cka.
+    with pytest.raises(UserInputError, match="cka_many"):
+        cka(models, models["m1"], image_loader())
+    with pytest.raises(UserInputError, match=r"cka\(model_a, model_b, loader\)"):
+        cka_many(models["m0"], image_loader())
 
 
-def test_the_public_name_analysis_cka_is_the_function():
+def test_cka_of_two_models_is_cka_many_of_the_pair_and_records_its_settings():
+    model_a, model_b = SmallNet(0), SmallNet(1)
+    two = cka(model_a, model_b, image_loader(), layers=LAYERS, n_bootstrap=40, seed=2)
+    many = cka_many(
+        {"a": model_a, "b": model_b}, image_loader(), layers=LAYERS, n_bootstrap=40, seed=2
+    )
+    assert two.to_frame().equals(many.to_frame())
+    assert two.pairs == (("a-b", "a", "b"),) and two.layers_a == tuple(LAYERS)
+    assert two.settings == {"n_bootstrap": 40, "confidence": 0.95, "seed": 2}
+
+
+def test_the_public_name_analysis_cka_is_the_function_even_after_importing_every_module():
+    import importlib
+    import pkgutil
+
     import transferlens.analysis as analysis
-    import transferlens.analysis.cka_models  # noqa: F401  (imports the cka submodule too)
 
-    assert callable(analysis.cka)
-
-
-@pytest.mark.parametrize("onednn", [True, False], ids=["onednn", "blocked"])
-@pytest.mark.parametrize("n", [5, 127, 128, 300, 513])
-def test_gram_is_the_exactly_symmetric_product(n, onednn, monkeypatch):
-    import transferlens.analysis.cka_estimators as estimators
-
-    if not onednn:  # the blocked product every other device and dtype uses
-        monkeypatch.setattr(estimators, "_onednn_applies", lambda x: False)
-    x = torch.randn(n, 37, generator=torch.Generator().manual_seed(n))
-    assert estimators._onednn_applies(x) == (onednn and n >= estimators.ONEDNN_MIN_ROWS)
-    gram = gram_linear(x)
-    reference = x.double() @ x.double().T
-    assert torch.equal(gram, gram.T)
-    assert torch.allclose(gram.double(), reference, rtol=1e-5, atol=1e-4)
-    assert torch.equal(gram_linear(x.double()), gram_linear(x.double()).T)
+    for module in pkgutil.iter_modules(analysis.__path__):
+        importlib.import_module(f"transferlens.analysis.{module.name}")
+    assert analysis.cka is cka and analysis.cka_many is cka_many
+    # Every name of __all__ is importable and no module shadows an exported name.
+    assert all(hasattr(analysis, name) for name in analysis.__all__)
+    modules = {module.name for module in pkgutil.iter_modules(analysis.__path__)}
+    assert not modules & set(analysis.__all__)
+    model = SmallNet(0)
+    frame = analysis.cka(model, model, image_loader(), layers=["conv1"], n_bootstrap=0).to_frame()
+    assert frame["cka"].tolist() == pytest.approx([1.0], abs=1e-9)
 
 
-def test_gram_products_run_in_ieee_float32_whatever_the_user_set():
-    from transferlens.analysis.cka_estimators import _ieee_float32_matmul
-
-    user_conv = torch.backends.mkldnn.conv.fp32_precision
-    torch.backends.mkldnn.conv.fp32_precision = "bf16"
-    torch.set_float32_matmul_precision("high")
-    try:
-        with _ieee_float32_matmul():
-            assert torch.backends.mkldnn.conv.fp32_precision == "ieee"
-            assert torch.get_float32_matmul_precision() == "highest"
-        assert torch.backends.mkldnn.conv.fp32_precision == "bf16"
-        assert torch.get_float32_matmul_precision() == "high"
-    finally:
-        torch.backends.mkldnn.conv.fp32_precision = user_conv
-        torch.set_float32_matmul_precision("highest")
+# ---- the formula functions (their fast kernels: test_kernels.py) -------------------
 
 
-def test_rows_in_memory_order_read_channels_last_features_without_a_copy():
-    from transferlens.analysis.cka_estimators import rows_in_memory_order
+@pytest.mark.parametrize("n", [5, 127, 128, 300])
+def test_gram_is_the_exactly_symmetric_product(n):
+    from transferlens.analysis.cka_estimators import gram_linear_reference
 
-    x = torch.randn(6, 5, 4, 3, generator=generator(11))
-    fast = x.contiguous(memory_format=torch.channels_last)
-    rows = rows_in_memory_order(fast)
-    assert rows.shape == (6, 60) and rows.data_ptr() == fast.data_ptr()
-    assert torch.equal(rows, x.permute(0, 2, 3, 1).reshape(6, -1))  # [n, H * W * C]
-    # The Gram does not depend on the order of the columns.
-    torch.testing.assert_close(rows @ rows.T, x.reshape(6, -1) @ x.reshape(6, -1).T)
-    assert torch.equal(rows_in_memory_order(x), x.reshape(6, -1))
-    sliced = x[:, :, ::2]  # not dense: reshaped (copied) in the usual order
-    assert torch.equal(rows_in_memory_order(sliced), sliced.reshape(6, -1))
-    matrix = torch.randn(6, 7)
-    assert torch.equal(rows_in_memory_order(matrix), matrix)
+    x = torch.randn(n, 37, generator=generator(n))
+    for features, tolerance in [(x, 1e-5), (x.double(), 1e-12)]:
+        gram = gram_linear(features)
+        assert gram.dtype == features.dtype and torch.equal(gram, gram.T)
+        reference = gram_linear_reference(x.double())
+        torch.testing.assert_close(gram.double(), reference, rtol=tolerance, atol=tolerance)
+
+
+def test_hsic_is_the_papers_estimators():
+    from transferlens.analysis.cka_estimators import hsic
+
+    x, y = related_features(n=30)
+    K, L = linear_gram(x), linear_gram(torch.tanh(y))
+    torch.testing.assert_close(hsic(K, L), hsic_biased(K, L), rtol=1e-12, atol=0)
+    torch.testing.assert_close(hsic(K, L, unbiased=True), hsic_unbiased(K, L), rtol=1e-10, atol=0)
+
+
+def test_minibatch_cka_sums_the_hsic_1_of_each_batch_s_shifted_grams():
+    from transferlens.analysis.cka_estimators import hsic, shifted_gram_reference
+
+    x, y = related_features(n=48)
+    z = (torch.relu(y[:, :30]) + 10).float().reshape(48, 5, 3, 2)  # float32, [n, C, H, W]
+    estimator = MinibatchCKA(2, 1)
+    expected = torch.zeros(3, 3, dtype=torch.float64)
+    for start in range(0, 48, 16):
+        batch = [x[start : start + 16], z[start : start + 16], y[start : start + 16]]
+        estimator.update(batch[:2], batch[2:])
+        grams = [shifted_gram_reference(features) for features in batch]
+        expected += torch.tensor([[hsic(a, b, unbiased=True) for b in grams] for a in grams])
+    torch.testing.assert_close(estimator.hsic_sum, expected, rtol=1e-5, atol=1e-8)

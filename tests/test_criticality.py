@@ -12,8 +12,7 @@ import torch.nn.functional as F
 from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
 
-from transferlens.analysis import module_criticality, rewind_module
-from transferlens.analysis.criticality import path_grid
+from transferlens.analysis import criticality_grid, module_criticality, path_grid, rewind_module
 from transferlens.analysis.perturb import ModuleSlot, noise_seed
 from transferlens.errors import UserInputError
 
@@ -112,10 +111,11 @@ def test_pruned_search_equals_brute_force_with_fewer_passes(
     run, alphas, sigmas, n_noise, tolerance
 ):
     final, init, _ = run
-    frame = module_criticality(
+    result = module_criticality(
         final, init, loader(), "multiclass", alphas=alphas, sigmas=sigmas,
         n_noise=n_noise, tolerance=tolerance, seed=3,
     )  # fmt: skip
+    frame = result.to_frame()
     assert list(frame.columns) == ["module", "rewind_metric", "criticality", "alpha", "sigma"]
     assert list(frame["module"]) == ["conv1", "block", "fc", "network"]
     brute_passes = 0
@@ -135,18 +135,21 @@ def test_pruned_search_equals_brute_force_with_fewer_passes(
         assert got["criticality"] == value  # identical, not approximately equal
         assert (got["alpha"], got["sigma"]) == (alpha, sigma)
     assert frame["criticality"].iloc[-1] == sum(frame["criticality"].iloc[:-1])
-    assert frame.attrs["n_full_grid_passes"] == brute_passes + 1
+    assert frame["criticality"].iloc[-1] == result.network_criticality
+    assert result.n_full_grid_passes == brute_passes + 1
     # The reference grid (11 x 11 x 10) must cost at least 5x fewer passes; any grid fewer.
     factor = 5 if n_noise == 10 else 2
-    assert frame.attrs["n_forward_passes"] * factor <= frame.attrs["n_full_grid_passes"]
+    assert result.n_forward_passes * factor <= result.n_full_grid_passes
     # Not every module is trivially re-windable: the test exercises the search.
     assert (frame["criticality"].iloc[:-1] > 0).any()
     full = module_criticality(
         final, init, loader(), "multiclass", alphas=alphas, sigmas=sigmas,
         n_noise=n_noise, tolerance=tolerance, seed=3, search="full",
     )  # fmt: skip
-    assert full.equals(frame)
-    assert full.attrs["n_forward_passes"] == full.attrs["n_full_grid_passes"]
+    assert full.to_frame().equals(frame)
+    assert full.n_forward_passes == full.n_full_grid_passes
+    assert result.settings["n_noise"] == n_noise and result.settings["search"] == "pruned"
+    assert result.settings["alphas"] == [float(a) for a in alphas]
 
 
 def test_vanishing_noise_reuses_the_noiseless_loss(run):
@@ -163,16 +166,18 @@ def test_vanishing_noise_reuses_the_noiseless_loss(run):
         final, init, loader(), "multiclass", alphas=alphas, sigmas=sigmas, n_noise=10, seed=3,
         search="full",
     )  # fmt: skip
-    assert pruned.equals(full)
-    modules = len(pruned) - 1
+    assert pruned.to_frame().equals(full.to_frame())
+    modules = len(pruned.modules)
     # At most one pass per (module, alpha) plus the reference, not one per draw.
-    assert pruned.attrs["n_forward_passes"] <= 1 + modules * len(alphas)
-    assert full.attrs["n_forward_passes"] == 1 + modules * len(alphas) * 10
+    assert pruned.n_forward_passes <= 1 + modules * len(alphas)
+    assert full.n_forward_passes == 1 + modules * len(alphas) * 10
 
 
 def test_rewind_metric_is_the_metric_with_the_module_at_init(run):
     final, init, _ = run
-    frame = module_criticality(final, init, loader(), "multiclass", n_noise=1, modules=["block"])
+    result = module_criticality(final, init, loader(), "multiclass", n_noise=1, modules=["block"])
+    frame = result.to_frame()
+    assert [m.module for m in result.modules] == ["block"]
     rewound = rewind_module(final, init, "block")
     x, y = dataset().tensors
     with torch.no_grad():
@@ -187,9 +192,10 @@ def test_a_module_that_never_moved_is_not_critical(run):
     final, init, _ = run
     still = copy.deepcopy(init)
     still.fc.load_state_dict(final.fc.state_dict())
-    frame = module_criticality(final, still, loader(), "multiclass", n_noise=2).set_index("module")
+    result = module_criticality(final, still, loader(), "multiclass", n_noise=2)
+    frame = result.to_frame().set_index("module")
     assert frame.loc["fc", "criticality"] == 0.0
-    assert frame.loc["fc", "rewind_metric"] == frame.attrs["final_metric"]
+    assert frame.loc["fc", "rewind_metric"] == result.final_metric
     assert torch.equal(
         rewind_module(final, still, "fc")(dataset().tensors[0]), final(dataset().tensors[0])
     )
@@ -200,7 +206,7 @@ def test_no_feasible_point_gives_infinity(run):
     frame = module_criticality(
         final, init, loader(), "multiclass", modules=["fc"], tolerance=0.5, n_noise=2,
         sigmas=[0.5, 1.0], alphas=[0.5, 1.0],
-    )  # fmt: skip
+    ).to_frame()  # fmt: skip
     assert math.isinf(frame["criticality"].iloc[0]) and math.isnan(frame["alpha"].iloc[0])
     assert math.isinf(frame["criticality"].iloc[-1])
 
@@ -213,11 +219,22 @@ def test_bad_arguments_are_user_errors(run):
         module_criticality(final, init, loader(), "multiclass", modules=["nothing"])
     with pytest.raises(UserInputError, match="task"):
         module_criticality(final, init, loader(), "regression")
+    with pytest.raises(UserInputError, match="n_noise"):
+        module_criticality(final, init, loader(), "multiclass", n_noise=0)
+    with pytest.raises(UserInputError, match="alphas"):
+        criticality_grid(1, 11)
+
+
+def test_the_criticality_grid_is_the_references():
+    alphas, sigmas = criticality_grid()
+    assert alphas == tuple(np.linspace(0.0, 1.0, 11).tolist())
+    assert sigmas == tuple(np.linspace(1e-16, 1.0, 11).tolist())
+    assert criticality_grid(3, 2) == ((0.0, 0.5, 1.0), (1e-16, 1.0))
 
 
 def test_path_grid_ends_and_lengths(run):
     final, init, checkpoints = run
-    frame = path_grid(
+    result = path_grid(
         final,
         checkpoints,
         loader(),
@@ -227,6 +244,8 @@ def test_path_grid_ends_and_lengths(run):
         sigmas=[0.0, 0.05],
         n_noise=2,
     )
+    frame = result.to_frame()
+    assert len(result.points) == 2 * 5 * 2 and result.settings["module"] == "conv1"
     assert set(frame["path"]) == {"direct", "checkpoints"}
     assert list(frame.columns) == [
         "path",

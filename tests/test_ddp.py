@@ -62,6 +62,7 @@ def test_torchrun_command_line():
     assert command[-3:] == ["transferlens.study.executors.torchrun", "/s", "target-abc"]
 
 
+@pytest.mark.slow
 def test_two_processes_report_the_metrics_of_one(study, tmp_path):
     plan, one = open_study(study, out=tmp_path / "one")
     for run in plan:

@@ -48,7 +48,8 @@ def row(frame, module):
 
 def test_whole_and_per_module_equal_brute_force():
     a, b = Net(seed=0), Net(seed=1)
-    frame = parameter_distance(a, b)
+    result = parameter_distance(a, b)
+    frame = result.to_frame()
     assert list(frame.columns) == ["module", "l2"]
     assert list(frame["module"]) == ["all", "conv1", "body", "fc"]
     assert row(frame, "all") == pytest.approx(brute_force_l2(a, b), rel=1e-12)
@@ -57,39 +58,46 @@ def test_whole_and_per_module_equal_brute_force():
     # The modules partition the parameters: squares add up to the whole.
     parts = sum(row(frame, m) ** 2 for m in ("conv1", "body", "fc"))
     assert math.sqrt(parts) == pytest.approx(row(frame, "all"), rel=1e-12)
-    assert frame.attrs["excluded"] == []
+    assert result.excluded == ()
+    assert result.total == row(frame, "all") and result.per_module["body"] == row(frame, "body")
+    assert result.settings == {"modules": None, "exclude_head": "auto", "include_buffers": False}
 
 
 def test_state_dicts_give_the_same_values_and_self_distance_is_zero():
     a, b = Net(seed=0), Net(seed=1)
-    from_modules = parameter_distance(a, b)
-    from_states = parameter_distance(a.state_dict(), b.state_dict())
+    from_modules = parameter_distance(a, b).to_frame()
+    from_states = parameter_distance(a.state_dict(), b.state_dict()).to_frame()
     assert from_states["l2"].tolist() == pytest.approx(from_modules["l2"].tolist(), rel=1e-12)
-    assert parameter_distance(a, a)["l2"].tolist() == [0.0] * 4
+    assert parameter_distance(a, a).to_frame()["l2"].tolist() == [0.0] * 4
 
 
 def test_head_of_another_shape_is_excluded_and_reported():
     a, b = Net(num_classes=3, seed=0), Net(num_classes=5, seed=1)
-    frame = parameter_distance(a, b)
-    assert frame.attrs["excluded"] == ["fc"]
+    result = parameter_distance(a, b)
+    frame = result.to_frame()
+    assert result.excluded == ("fc",)
     assert math.isnan(row(frame, "fc"))
     assert row(frame, "all") == pytest.approx(brute_force_l2(a, b, skip="fc"), rel=1e-12)
     # Bare state dicts: the head is found from the differing entries.
     states = parameter_distance(a.state_dict(), b.state_dict())
-    assert states.attrs["excluded"] == ["fc"]
+    assert states.excluded == ("fc",)
     with pytest.raises(UserInputError, match=r"fc\.(weight|bias)"):
         parameter_distance(a, b, exclude_head=False)
 
 
 def test_forced_head_exclusion_and_explicit_modules():
     a, b = Net(seed=0), Net(seed=1)
-    frame = parameter_distance(a, b, exclude_head=True, modules=["body.0", "fc"])
-    assert frame.attrs["excluded"] == ["fc"]
+    result = parameter_distance(a, b, exclude_head=True, modules=["body.0", "fc"])
+    frame = result.to_frame()
+    assert result.excluded == ("fc",)
+    assert result.settings["modules"] == ["body.0", "fc"]
     assert list(frame["module"]) == ["all", "body.0", "fc"]
     assert row(frame, "all") == pytest.approx(brute_force_l2(a, b, skip="fc"), rel=1e-12)
     assert row(frame, "body.0") == pytest.approx(brute_force_l2(a, b, "body.0."), rel=1e-12)
     with pytest.raises(UserInputError, match="nothing"):
         parameter_distance(a, b, modules=["nothing"])
+    with pytest.raises(UserInputError, match="listed twice: fc"):
+        parameter_distance(a, b, modules=["fc", "conv1", "fc"])
 
 
 def test_buffers_only_when_asked_and_never_integer_ones():
@@ -98,9 +106,9 @@ def test_buffers_only_when_asked_and_never_integer_ones():
         b.norm.running_mean.fill_(2.0)
         b.norm.running_var.fill_(3.0)
         b.norm.num_batches_tracked.fill_(100)
-    plain = parameter_distance(a, b)
+    plain = parameter_distance(a, b).to_frame()
     assert row(plain, "all") == pytest.approx(brute_force_l2(a, b), rel=1e-12)
-    with_buffers = parameter_distance(a, b, include_buffers=True)
+    with_buffers = parameter_distance(a, b, include_buffers=True).to_frame()
     extra = 4 * 2.0**2 + 4 * (3.0 - 1.0) ** 2  # running_mean 0 -> 2, running_var 1 -> 3
     assert row(with_buffers, "all") ** 2 == pytest.approx(row(plain, "all") ** 2 + extra, rel=1e-12)
 
@@ -116,7 +124,8 @@ def test_other_architecture_is_a_user_error():
 def test_resnet_modules_are_the_papers():
     a = build_model("fixup_resnet10", 4, stem="cifar", width=4)
     b = build_model("fixup_resnet10", 7, stem="cifar", width=4)
-    frame = parameter_distance(a, b)
+    result = parameter_distance(a, b)
+    frame = result.to_frame()
     assert list(frame["module"]) == [
         "all",
         "conv1",
@@ -126,5 +135,5 @@ def test_resnet_modules_are_the_papers():
         "layer4.0",
         "fc",
     ]
-    assert frame.attrs["excluded"] == ["fc"]
+    assert result.excluded == ("fc",)
     assert row(frame, "all") == pytest.approx(brute_force_l2(a, b, skip="fc"), rel=1e-12)

@@ -17,7 +17,14 @@ import torch.nn.functional as F
 from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
 
-from transferlens.evaluation import EvalResult, ShardSampler, evaluate, predict
+from transferlens.evaluation import (
+    EvalResult,
+    ShardSampler,
+    evaluate,
+    evaluation_mode,
+    model_device,
+    predict,
+)
 from transferlens.metrics import mean_roc_auc
 
 # scikit-learn is imported inside the tests that use it: the two spawned processes of
@@ -75,6 +82,24 @@ def test_predict_returns_logits_and_targets_in_loader_order() -> None:
     assert logits.dtype == torch.float32 and logits.device.type == "cpu"
     assert torch.allclose(logits, full_logits(model, data), atol=1e-6)
     assert torch.equal(targets, data.tensors[1])
+
+
+def test_evaluation_restores_the_mode_of_every_module() -> None:
+    model, data = make_data("multiclass")
+    model.train()
+    model[2].eval()  # dropout frozen inside a training model
+    evaluate(model, DataLoader(data, batch_size=16), "multiclass")
+    predict(model, DataLoader(data, batch_size=16))
+    assert [module.training for module in model] == [True, True, False, True]
+    with evaluation_mode([model]):
+        assert not any(module.training for module in model.modules())
+    assert model.training and not model[2].training
+
+
+def test_model_device_is_that_of_the_first_parameter_or_buffer() -> None:
+    assert model_device(nn.Linear(2, 2)) == torch.device("cpu")
+    assert model_device(nn.BatchNorm1d(2, affine=False)) == torch.device("cpu")
+    assert model_device(nn.ReLU()) == torch.device("cpu")  # nothing to ask: the CPU
 
 
 def test_empty_loader_gives_nan() -> None:

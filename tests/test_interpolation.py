@@ -133,11 +133,12 @@ def test_curve_matches_separate_evaluations_and_reads_the_data_once():
     a, b = plain_net(0), plain_net(1)
     loader = CountingLoader(DataLoader(data(), batch_size=16))
     lams = [0.0, 0.4, 1.0]
-    curve = interpolation_curve(a, b, loader, "multiclass", lams=lams)
+    result = interpolation_curve(a, b, loader, "multiclass", lams=lams)
     assert loader.passes == 1
-    assert (
-        list(curve.columns) == ["lam", "loss", "metric"] and curve.attrs["bn_mode"] == "interpolate"
-    )
+    curve = result.to_frame()
+    assert list(curve.columns) == ["lam", "loss", "metric"] and result.bn_mode == "interpolate"
+    assert result.lams == tuple(lams) and list(curve["loss"]) == list(result.loss)
+    assert result.settings == {"lams": lams, "bn_mode": "auto", "bn_batches": None}
     for lam, loss, metric in curve.itertuples(index=False):
         model = copy.deepcopy(a)
         model.load_state_dict(interpolate_state_dicts(a, b, lam))
@@ -148,9 +149,10 @@ def test_curve_matches_separate_evaluations_and_reads_the_data_once():
 
 def test_barrier_of_a_network_with_itself_is_zero():
     a = plain_net(3)
-    curve = interpolation_curve(a, a, DataLoader(data(), batch_size=16), "multiclass")
-    assert len(curve) == 11
-    assert barrier(curve) == (0.0, 0.0)
+    result = interpolation_curve(a, a, DataLoader(data(), batch_size=16), "multiclass")
+    assert len(result.to_frame()) == 11 and result.lams == tuple(lambda_grid(11))
+    # barrier takes the result itself or its frame.
+    assert barrier(result) == barrier(result.to_frame()) == (0.0, 0.0)
 
 
 def test_batchnorm_recompute_gives_the_statistics_of_the_data():
@@ -168,16 +170,25 @@ def test_batchnorm_recompute_gives_the_statistics_of_the_data():
     assert model[1].momentum == momentum and not model.training
 
 
+def test_batchnorm_recompute_restores_the_mode_of_every_module():
+    model = with_moved_statistics(bn_net(0)).train()
+    model[0].eval()  # a frozen layer inside a training model stays frozen
+    batches = [(data(16)[:][0], torch.zeros(16, dtype=torch.long))]
+    recompute_batchnorm(model, batches)
+    assert model.training and [m.training for m in model] == [False] + [True] * (len(model) - 1)
+
+
 def test_curve_recomputes_batchnorm_by_default_and_needs_training_data():
     a, b = with_moved_statistics(bn_net(0)), with_moved_statistics(bn_net(1))
     test_loader = DataLoader(data(32, seed=1), batch_size=16)
     with pytest.raises(UserInputError, match="train_loader"):
         interpolation_curve(a, b, test_loader, "multiclass")
     train_loader = DataLoader(data(32, seed=2), batch_size=16)
-    curve = interpolation_curve(
+    result = interpolation_curve(
         a, b, test_loader, "multiclass", lams=[0.0, 0.5, 1.0], train_loader=train_loader
     )
-    assert curve.attrs["bn_mode"] == "recompute"
+    assert result.bn_mode == "recompute"
+    curve = result.to_frame()
     # At lambda 0 the curve evaluates a with statistics re-estimated on the training data.
     expected_model = copy.deepcopy(a)
     recompute_batchnorm(expected_model, list(train_loader))
@@ -185,7 +196,7 @@ def test_curve_recomputes_batchnorm_by_default_and_needs_training_data():
     assert curve.loc[0, "loss"] == pytest.approx(expected.loss, rel=1e-9)
     interpolated = interpolation_curve(
         a, b, test_loader, "multiclass", lams=[0.0, 1.0], bn_mode="interpolate"
-    )
+    ).to_frame()
     assert interpolated.loc[0, "loss"] == pytest.approx(
         evaluate(a, test_loader, "multiclass").loss, rel=1e-12
     )

@@ -9,7 +9,7 @@ from sklearn.metrics import cohen_kappa_score
 from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
 
-from transferlens.analysis.mistake_tables import (
+from transferlens.analysis.model_mistakes import (
     CELLS,
     correctness,
     error_consistency,
@@ -171,10 +171,14 @@ def test_bad_inputs_name_the_culprit():
         mistakes({"a": A, "b": B}, labels=[1, 2], n_bootstrap=0)
 
 
-def test_the_public_name_analysis_mistakes_is_the_function():
+def test_the_public_name_analysis_mistakes_is_the_function_and_records_its_settings():
     import transferlens.analysis as analysis
 
-    assert callable(analysis.mistakes)
+    assert analysis.mistakes is mistakes
+    result = analysis.mistakes({"a": A, "b": B}, n_bootstrap=20, seed=4)
+    assert isinstance(result, analysis.MistakesResult)
+    assert result.settings == {"n_bootstrap": 20, "confidence": 0.95, "seed": 4}
+    assert result.to_frame().iloc[0]["kappa"] == pytest.approx(0.16 / 0.46, abs=1e-12)
 
 
 def test_multilabel_targets_count_an_example_right_when_every_label_is():

@@ -4,7 +4,8 @@ The runner (``transferlens run`` in a subprocess, two workers) is killed at leas
 times, each time at a random moment after it made progress; it is then run to the
 end. Every run must be complete, every file readable (safetensors, JSON, JSON lines,
 runs.csv), and every checkpoint of every run bit-identical to an uninterrupted
-execution of the same study.
+execution of the same study. The kill moments are drawn from a seed that is printed
+and can be set (``TRANSFERLENS_TEST_SEED``) to replay a failure.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ import time
 from pathlib import Path
 
 import pandas as pd
+import pytest
 import torch
 import yaml
 from safetensors.torch import load_file
@@ -29,6 +31,7 @@ from transferlens.study.runner import open_study
 
 KILLS = 5
 JOBS = 2
+SEED_ENV = "TRANSFERLENS_TEST_SEED"
 STUDY = {
     "name": "reliability",
     "model": {"name": "fixup_resnet10", "kwargs": {"stem": "cifar", "width": 8}},
@@ -94,11 +97,24 @@ def _baseline(study: Path, out: Path) -> None:
         torch.set_num_threads(threads)
 
 
+def _kill_seed() -> int:
+    """The seed of the kill moments: ``$TRANSFERLENS_TEST_SEED``, else a fresh one.
+
+    Printed either way (pytest shows it with a failure): set the variable to it to
+    replay the same kills.
+    """
+    given = os.environ.get(SEED_ENV)
+    seed = int(given) if given else random.SystemRandom().randrange(2**32)
+    print(f"kill moments drawn with {SEED_ENV}={seed}")
+    return seed
+
+
+@pytest.mark.slow
 def test_sigkill_at_random_moments_loses_nothing(tmp_path):
     study = tmp_path / "study.yaml"
     study.write_text(yaml.safe_dump(STUDY), encoding="utf-8")
     out, reference = tmp_path / "killed", tmp_path / "reference"
-    seed = int.from_bytes(os.urandom(4), "little")
+    seed = _kill_seed()
     rng = random.Random(seed)
     kills = 0
     for _ in range(KILLS + 3):  # a few spare starts in case a runner finishes first

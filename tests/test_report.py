@@ -1,9 +1,13 @@
-"""The report: every section and image of a fabricated finished study, the findings decided
-right on hand-made tables (holding and failing), and studies with analyses missing."""
+"""The report: every section and image of a fabricated finished study read from its
+``results/`` folder alone, the findings decided right on hand-made tables (holding and
+failing), studies with analyses missing, and what the report may not touch."""
 
 from __future__ import annotations
 
+import ast
 import os
+import subprocess
+import sys
 from html.parser import HTMLParser
 from pathlib import Path
 
@@ -14,9 +18,9 @@ from PIL import Image
 
 from fixtures_report import (
     MISTAKE_COUNTS,
+    ORPHAN_RUN,
     PRETRAIN_EPOCHS,
     TARGETS,
-    fixture_image_loader,
     fixture_images,
     headline,
     kappa_from_counts,
@@ -25,9 +29,18 @@ from fixtures_report import (
 )
 from transferlens.cli import main
 from transferlens.errors import UserInputError
-from transferlens.report import build_report, compute_findings, findings_table, gallery
+from transferlens.report import (
+    ImagesUnavailable,
+    build_report,
+    compute_findings,
+    findings_table,
+    load_results,
+    load_test_images,
+)
 from transferlens.report.findings import lower_modules
-from transferlens.report.tables import load_results, main_target_runs, target_order
+from transferlens.report.sections_training import learning_curves_frame
+from transferlens.report.tables import target_order
+from transferlens.results import image_path, main_runs
 
 SECTIONS = ("findings", "training", "reuse", "mistakes", "cka", "distance", "interpolation",
             "criticality", "pretrain", "provenance")  # fmt: skip
@@ -35,6 +48,7 @@ ANALYSIS_TABLES = ("reuse", "mistakes", "mistakes_examples", "cka", "cka_matrix"
                    "interpolation", "barriers", "criticality", "criticality_path",
                    "pretrain_checkpoints")  # fmt: skip
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+REPORT_PACKAGE = Path(__file__).resolve().parents[1] / "src" / "transferlens" / "report"
 
 
 class Page(HTMLParser):
@@ -80,14 +94,10 @@ def assert_nonblank_png(path: Path) -> np.ndarray:
 
 @pytest.fixture(scope="module")
 def full_report(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Page]:
-    """The report of the full fixture study, written by the CLI with the gallery hook replaced."""
+    """The report of the full fixture study (results/ only, no run folders), by the CLI."""
     study = make_study(tmp_path_factory.mktemp("full") / "study")
-    patch = pytest.MonkeyPatch()
-    patch.setattr(gallery, "load_test_images", fixture_image_loader)
-    try:
-        assert main(["report", str(study), "--quiet"]) == 0
-    finally:
-        patch.undo()
+    assert [path.name for path in study.iterdir()] == ["results"]
+    assert main(["report", str(study), "--quiet"]) == 0
     return study, read_page(study / "report" / "index.html")
 
 
@@ -155,6 +165,20 @@ def test_page_shows_the_numbers_with_intervals(full_report: tuple[Path, Page]) -
     for library in ("torch", "torchvision", "numpy", "transferlens"):
         assert library in text
     assert "target-neapt000" in text and "9.0 s" in text  # run hash and its summed epoch times
+    assert "fixture study" in text  # the title, from results/study.json
+
+
+def test_provenance_lists_every_run_and_orphan_folder(full_report: tuple[Path, Page]) -> None:
+    """Rows come from runs.csv joined to provenance.csv, then folders runs.csv does not list."""
+    study, page = full_report
+    html = (study / "report" / "index.html").read_text(encoding="utf-8")
+    runs = pd.read_csv(study / "results" / "runs.csv")
+    assert html.count("<tr><td>target-") + html.count("<tr><td>source-") == len(runs) + 1
+    run_id, count, seconds, digest = ORPHAN_RUN
+    orphan = f"{run_id} target      incomplete (not in runs.csv) {count} {seconds:.1f} s {digest}"
+    assert " ".join(orphan.split()) in page.text  # the all-digit digest stays text
+    checkpoint_run = "target-neaptck0 target PT near 0 none 0 complete 0 n/a n/a"
+    assert checkpoint_run in page.text  # a run without a row in provenance.csv
 
 
 # --- findings on hand-made tables -----------------------------------------------------------
@@ -233,9 +257,9 @@ def test_headline_falls_back_to_reuse_table(tmp_path: Path) -> None:
 
 def test_checkpoint_and_shuffled_runs_are_not_headline_runs(tmp_path: Path) -> None:
     runs = load_results(make_study(tmp_path / "study")).get("runs")
-    main_runs = main_target_runs(runs)
-    assert len(main_runs) == len(TARGETS) * 2 * 2  # targets x inits x seeds
-    assert main_runs["final_test_metric"].min() > 0.5  # the 0.3 checkpoint-0 runs are out
+    headline_runs = main_runs(runs)
+    assert len(headline_runs) == len(TARGETS) * 2 * 2  # targets x inits x seeds
+    assert headline_runs["final_test_metric"].min() > 0.5  # the 0.3 checkpoint-0 runs are out
 
 
 @pytest.mark.parametrize(
@@ -273,9 +297,9 @@ def test_runner_groups_column_decides_headline_runs(tmp_path: Path) -> None:
     runs["groups"] = np.where(seed_zero, "main;pretrain_checkpoints", "block_shuffle")
     runs["error"] = "a message, not a number"
     runs.to_csv(path, index=False)
-    main_runs = main_target_runs(load_results(study).get("runs"))
+    headline_runs = main_runs(load_results(study).get("runs"))
     expected = runs.loc[seed_zero & (runs["kind"] == "target"), "run_id"]
-    assert sorted(main_runs["run_id"]) == sorted(expected)
+    assert sorted(headline_runs["run_id"]) == sorted(expected)
 
 
 def test_lower_modules() -> None:
@@ -291,7 +315,7 @@ def test_partial_study_still_writes_a_page(tmp_path: Path) -> None:
     missing = ("reuse", "cka", "cka_matrix", "criticality", "criticality_path", "mistakes_examples",
                "interpolation", "barriers", "pretrain_checkpoints")  # fmt: skip
     study = make_study(tmp_path / "study", omit=missing)
-    index = build_report(study, image_loader=fixture_image_loader)
+    index = build_report(study)
     page = read_page(index)
     assert page.sections == list(SECTIONS)
     for table in ("reuse", "cka", "pretrain_checkpoints"):
@@ -306,12 +330,13 @@ def test_partial_study_still_writes_a_page(tmp_path: Path) -> None:
 
 def test_study_with_only_a_spec_writes_a_page(tmp_path: Path) -> None:
     study = tmp_path / "study"
-    study.mkdir()
-    (study / "study.json").write_text('{"name": "empty", "targets": ["x"]}', encoding="utf-8")
+    (study / "results").mkdir(parents=True)
+    spec = '{"name": "empty", "targets": ["x"]}'
+    (study / "results" / "study.json").write_text(spec, encoding="utf-8")
     page = read_page(build_report(study))
     assert page.images == []
     assert page.text.count("Not run:") == 8
-    assert "No runs found" in page.text
+    assert "No runs found" in page.text and "empty" in page.text
 
 
 def test_gallery_loader_failure_is_reported_not_fatal(tmp_path: Path) -> None:
@@ -319,7 +344,7 @@ def test_gallery_loader_failure_is_reported_not_fatal(tmp_path: Path) -> None:
     study = make_study(tmp_path / "study", omit=set(ANALYSIS_TABLES) - kept)
 
     def unavailable(study_dir: Path, target: str, indices: list[int]) -> np.ndarray:
-        raise gallery.ImagesUnavailable("the test split keeps no raw images")
+        raise ImagesUnavailable("the test split keeps no raw images")
 
     page = read_page(build_report(study, image_loader=unavailable))
     assert "Gallery of near not shown: the test split keeps no raw images" in page.text
@@ -353,7 +378,7 @@ def test_an_empty_table_is_an_analysis_without_rows(tmp_path: Path) -> None:
     (study / "results" / "criticality_path.csv").write_text(
         pd.DataFrame().to_csv(index=False), encoding="utf-8"
     )
-    page = read_page(build_report(study, image_loader=fixture_image_loader))
+    page = read_page(build_report(study))
     assert page.sections == list(SECTIONS)
 
 
@@ -368,59 +393,133 @@ def test_malformed_tables_name_file_and_column(tmp_path: Path) -> None:
         compute_findings(study / "results")
 
 
-def test_default_image_hook_reads_raw_test_images(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    """The default hook rebuilds the run's data unshuffled and maps indices through Subsets."""
-    import torch
-    from torch.utils.data import Dataset, Subset
-
-    import transferlens.data as data
-
+def test_provenance_as_the_study_layer_writes_it(tmp_path: Path) -> None:
+    """``complete`` as true/false, an empty digest for a folder without a spec file."""
     study = make_study(tmp_path / "study", omit=ANALYSIS_TABLES)
-    raw = torch.randint(0, 256, (10, 3, 4, 5), dtype=torch.uint8)
-
-    class RawImages(Dataset):
-        images = raw
-
-        def __len__(self) -> int:
-            return 10
-
-    built: list[dict] = []
-
-    def fake_build(spec: dict) -> object:
-        built.append(spec)
-        return type("Splits", (), {"test": Subset(RawImages(), [9, 7, 5, 3])})()
-
-    monkeypatch.setattr(data, "DataSpec", lambda **kwargs: kwargs)
-    monkeypatch.setattr(data, "build_data", fake_build)
-    images = gallery.load_test_images(study, "near", [0, 2])
-    assert images.dtype == np.uint8 and images.shape == (2, 4, 5, 3)
-    np.testing.assert_array_equal(images, raw[[9, 5]].permute(0, 2, 3, 1).numpy())
-    assert built[0]["block_size"] is None and built[0]["domain"] == "near"
+    (study / "results" / "provenance.csv").write_text(
+        "run_id,epochs_logged,train_seconds,spec_sha256,complete\n"
+        "target-neapt000,6,9.0,0123456789ab,true\n"
+        "target-gone00000,0,0.0,,false\n",
+        encoding="utf-8",
+    )
+    text = read_page(build_report(study)).text
+    assert "target-neapt000 target PT near 0 none 4 complete 6 9.0 s 0123456789ab" in text
+    assert "target-gone00000 target incomplete (not in runs.csv) 0 n/a n/a" in text
+    (study / "results" / "provenance.csv").write_text(
+        "run_id,epochs_logged,train_seconds,spec_sha256,complete\nx,1,1.0,ab,maybe\n",
+        encoding="utf-8",
+    )
+    with pytest.raises(UserInputError, match=r"provenance\.csv: column complete must hold"):
+        build_report(study)
 
 
-def test_file_backed_test_images_are_decoded(tmp_path: Path) -> None:
-    """Data sets read from files (DomainNet, CheXpert) give their images, centre-cropped."""
-    from torch.utils.data import Subset
+def test_report_ignores_run_folders_and_the_top_level_spec(tmp_path: Path) -> None:
+    """Run folders and <study>/study.json may be stale or gone: only results/ is read."""
+    study = make_study(tmp_path / "study")
+    stale = study / "runs" / "target-neapt000"
+    stale.mkdir(parents=True)
+    (stale / "notes.txt").write_text("left over from an old layout", encoding="utf-8")
+    (study / "study.json").write_text('{"name": "stale spec"}', encoding="utf-8")
+    page = read_page(build_report(study))
+    assert "fixture study" in page.text and "stale spec" not in page.text
+    assert {"learning_curves.png", "kappa.png"} <= set(page.images)
+    assert len([src for src in page.images if src.startswith("gallery_")]) == len(TARGETS) * 12
 
-    rng = np.random.default_rng(1)
-    arrays = [rng.integers(0, 256, size=(8, 12, 3), dtype=np.uint8) for _ in range(3)]
-    paths = []
-    for number, array in enumerate(arrays):
-        paths.append(tmp_path / f"{number}.png")
-        Image.fromarray(array).save(paths[-1])
 
-    class Files:
-        mode = "RGB"
+def test_report_package_does_not_reach_into_other_layers() -> None:
+    """No import of train/data/models (lazy ones included) and no run-folder file name."""
+    forbidden = ("transferlens.train", "transferlens.data", "transferlens.models")
+    sources = sorted(REPORT_PACKAGE.rglob("*.py"))
+    assert len(sources) > 10
+    for source in sources:
+        for node in ast.walk(ast.parse(source.read_text(encoding="utf-8"))):
+            if isinstance(node, ast.Import):
+                names = [alias.name for alias in node.names]
+            elif isinstance(node, ast.ImportFrom):
+                names = [node.module or ""]
+            else:
+                continue
+            assert not [n for n in names if n.startswith(forbidden)], f"{source.name}: {names}"
+    for path in [*sources, *sorted((REPORT_PACKAGE / "templates").iterdir())]:
+        text = path.read_text(encoding="utf-8")
+        for literal in ("spec.json", "metrics.jsonl", "complete.json", "runs/"):
+            assert literal not in text, f"{path.name} names {literal}"
 
-        def __init__(self) -> None:
-            self.paths = paths
 
-        def __len__(self) -> int:
-            return len(paths)
+def test_building_a_report_imports_no_other_layer(tmp_path: Path) -> None:
+    study = make_study(tmp_path / "study", omit=set(ANALYSIS_TABLES) - {"mistakes"})
+    script = (
+        "import sys\n"
+        "from transferlens.report import build_report\n"
+        f"build_report({str(study)!r})\n"
+        "layers = ('transferlens.train', 'transferlens.data', 'transferlens.models')\n"
+        "print(sorted(name for name in sys.modules if name.startswith(layers)))\n"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, check=True
+    )
+    assert result.stdout.strip() == "[]"
 
-    images = gallery.raw_test_images(Subset(Files(), [2, 0]), [1, 0], image_size=8)
-    assert images.shape == (2, 8, 8, 3) and images.dtype == np.uint8
-    np.testing.assert_array_equal(images[0], arrays[0][:, 2:10])  # 8 x 12 -> centre 8 x 8
-    np.testing.assert_array_equal(images[1], arrays[2][:, 2:10])
+
+def test_learning_curves_come_from_epochs_csv(tmp_path: Path) -> None:
+    results = load_results(make_study(tmp_path / "study"))
+    headline_runs = main_runs(results.get("runs"))
+    epochs = results.get("epochs").copy()
+    first = epochs.index[0]
+    epochs.loc[first, "test_metric"] = float("nan")  # an epoch without a test score
+    curves = learning_curves_frame(epochs, headline_runs)
+    assert list(curves.columns) == ["target", "init", "run_id", "epoch", "test_metric"]
+    assert set(curves["run_id"]) == set(headline_runs["run_id"])
+    assert len(curves) == len(headline_runs) * 6 - 1
+    near = curves[(curves["target"] == "near") & (curves["init"] == "PT")]
+    assert near.groupby("run_id")["epoch"].max().tolist() == [5, 5]
+
+
+def test_without_epochs_csv_the_training_section_says_so(tmp_path: Path) -> None:
+    study = make_study(tmp_path / "study", omit={"epochs", *ANALYSIS_TABLES})
+    page = read_page(build_report(study))
+    assert "learning_curves.png" not in page.images
+    assert "results/epochs.csv is missing or has no epoch of these runs" in page.text
+    assert "80.0% (79.0%–81.0%, n=2)" in page.text  # the runs.csv table is still shown
+
+
+def test_tasks_come_from_targets_csv(tmp_path: Path) -> None:
+    study = make_study(tmp_path / "study", omit={"targets"})
+    text = read_page(build_report(study)).text
+    assert "70.0% (69.0%–71.0%, n=2)" in text  # far is an accuracy target without targets.csv
+    # The study layer leaves a task empty until a run of the target has finished.
+    (study / "results" / "targets.csv").write_text("target,task\nfar,\n", encoding="utf-8")
+    assert "far: P-T 70.0% vs RI-T 67.0%" in evidence(compute_findings(study), "pt_beats_rit")
+    pd.DataFrame({"target": ["far"], "task": ["regression"]}).to_csv(
+        study / "results" / "targets.csv", index=False
+    )
+    with pytest.raises(UserInputError, match=r"targets\.csv: task 'regression' of far"):
+        compute_findings(study)
+
+
+def test_default_image_hook_reads_the_saved_pngs(tmp_path: Path) -> None:
+    study = make_study(tmp_path / "study", omit=ANALYSIS_TABLES)
+    images = fixture_images()
+    for index in (3, 7):
+        path = image_path(study / "results", "near", index)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        Image.fromarray(images[index]).save(path)
+    loaded = load_test_images(study, "near", [7, 3])
+    assert loaded.dtype == np.uint8 and loaded.shape == (2, 16, 16, 3)
+    np.testing.assert_array_equal(loaded, images[[7, 3]])
+    grey = image_path(study / "results", "sketch", 0)
+    grey.parent.mkdir(parents=True)
+    Image.fromarray(images[0, ..., 0]).save(grey)  # a one-channel image stays one channel
+    np.testing.assert_array_equal(
+        load_test_images(study, "sketch", [0])[0, ..., 0], images[0, ..., 0]
+    )
+    with pytest.raises(ImagesUnavailable, match=r"images/near/5\.png is missing"):
+        load_test_images(study, "near", [3, 5])
+
+
+def test_missing_saved_images_are_reported_in_the_gallery(tmp_path: Path) -> None:
+    kept = {"mistakes", "mistakes_examples"}
+    study = make_study(tmp_path / "study", omit={"images", *(set(ANALYSIS_TABLES) - kept)})
+    page = read_page(build_report(study))
+    assert "Gallery of near not shown:" in page.text and "0.png is missing" in page.text
+    assert not [src for src in page.images if src.startswith("gallery_")]

@@ -21,7 +21,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from fixtures_report import fixture_image_loader, make_study
+from fixtures_report import make_study
 from transferlens.report import build_report
 
 CHROMIUM = Path("/usr/bin/chromium")
@@ -134,7 +134,7 @@ def probe(report_dir: Path, work: Path) -> tuple[dict, list[str]]:
 @pytest.fixture(scope="module")
 def report_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     study = make_study(tmp_path_factory.mktemp("browser") / "study")
-    return build_report(study, image_loader=fixture_image_loader).parent
+    return build_report(study).parent
 
 
 def test_page_loads_without_errors_or_broken_images(report_dir: Path, tmp_path: Path) -> None:

@@ -7,8 +7,7 @@ import math
 import pandas as pd
 import pytest
 
-from transferlens.analysis.pretraining import pretrain_checkpoints
-from transferlens.analysis.reuse import feature_reuse
+from transferlens.analysis import feature_reuse, pretrain_checkpoints
 from transferlens.errors import UserInputError
 
 NA = float("nan")
@@ -40,7 +39,9 @@ def runs_table() -> pd.DataFrame:
 
 
 def test_reuse_table_from_hand_values():
-    table = feature_reuse(runs_table())
+    result = feature_reuse(runs_table())
+    assert result.settings == {"group": None}  # a table without groups: all of it
+    table = result.to_frame()
     assert list(table.columns[:7]) == [
         "target", "block_size", "metric_pt", "metric_rit", "relative_gap", "speed_pt", "speed_rit",
     ]  # fmt: skip
@@ -67,7 +68,7 @@ def test_reuse_without_pretrain_epoch_column_and_with_text_block_sizes():
     runs = runs_table().drop(columns="pretrain_epoch")
     runs = runs[runs["optimization_speed"] != 0.55]  # keep one arm symmetric
     runs["block_size"] = runs["block_size"].map(lambda b: "" if pd.isna(b) else str(int(b)))
-    table = feature_reuse(runs)
+    table = feature_reuse(runs).to_frame()
     unshuffled = table[(table["target"] == "real") & table["block_size"].isna()].iloc[0]
     assert unshuffled["metric_pt"] == pytest.approx((0.80 + 0.90 + 0.75) / 3)
 
@@ -83,7 +84,7 @@ def test_missing_column_and_bad_block_size_are_user_errors():
 
 
 def test_pretrain_checkpoints_table():
-    table = pretrain_checkpoints(runs_table())
+    table = pretrain_checkpoints(runs_table()).to_frame()
     assert list(table.columns[:4]) == [
         "target",
         "pretrain_epoch",
@@ -98,3 +99,39 @@ def test_pretrain_checkpoints_table():
     assert real.loc[6, "n"] == 2
     with pytest.raises(UserInputError, match="pretrain_epoch"):
         pretrain_checkpoints(runs_table().drop(columns="pretrain_epoch"))
+
+
+def with_groups(runs: pd.DataFrame) -> pd.DataFrame:
+    """The runner's groups: seed-0 unshuffled runs from the final P are ``main``, the
+    shuffled runs and their unshuffled reference (seed 1) the sweep, epoch-1 and epoch-6
+    P-T runs the checkpoint sweep."""
+    groups = []
+    for run in runs.itertuples():
+        names = []
+        unshuffled = pd.isna(run.block_size)
+        if run.kind == "target" and unshuffled and run.seed == 0 and run.pretrain_epoch != 1:
+            names.append("main")
+        if run.kind == "target" and (not unshuffled or run.seed == 1) and run.pretrain_epoch != 1:
+            names.append("block_shuffle")
+        if run.init == "PT" and unshuffled:
+            names.append("pretrain_checkpoints")
+        groups.append(";".join(names) or "source")
+    return runs.assign(groups=groups)
+
+
+def test_a_study_runs_table_is_read_through_its_groups():
+    runs = with_groups(runs_table())
+    result = feature_reuse(runs)
+    assert result.settings == {"group": "block_shuffle"}
+    sweep = runs[runs["groups"].str.contains("block_shuffle")].drop(columns="groups")
+    assert result.to_frame().equals(feature_reuse(sweep).to_frame())
+    # Without a sweep: the main runs (transferlens.results.main_runs).
+    no_sweep = runs.assign(groups=runs["groups"].str.replace("block_shuffle", "other"))
+    main = feature_reuse(no_sweep)
+    assert main.settings == {"group": "main"}
+    unshuffled = main.to_frame().set_index("target").loc["real"]
+    assert (unshuffled["metric_pt"], unshuffled["n_pt"]) == (pytest.approx(0.80), 1)
+    # The checkpoint table reads its own sweep.
+    checkpoints = pretrain_checkpoints(runs)
+    assert checkpoints.settings == {"group": "pretrain_checkpoints"}
+    assert checkpoints.to_frame().equals(pretrain_checkpoints(runs_table()).to_frame())

@@ -8,6 +8,8 @@ import torch
 from transferlens.data.shuffle import (
     InputShuffle,
     block_shuffle,
+    block_shuffle_reference,
+    image_seed,
     make_shuffle,
     pixel_shuffle,
 )
@@ -32,33 +34,27 @@ def _reference_block_shuffle(x: torch.Tensor, b: int, seed: int) -> torch.Tensor
     return out
 
 
-# b >= 8 gathers whole block rows, b < 8 single values: both paths, square or not.
+# The kernels against the reference, on both sides of their thresholds: test_kernels.py.
 @pytest.mark.parametrize(
     ("b", "h", "w"),
     [(1, 8, 8), (2, 8, 8), (4, 8, 12), (3, 6, 9), (8, 16, 24), (16, 32, 32), (12, 36, 24)],
 )
-def test_block_shuffle_matches_brute_force(b: int, h: int, w: int) -> None:
+def test_block_shuffle_and_its_reference_match_brute_force(b: int, h: int, w: int) -> None:
     x = torch.randn(3, 3, h, w)
-    assert torch.equal(block_shuffle(x, b, seed=7), _reference_block_shuffle(x, b, 7))
+    expected = _reference_block_shuffle(x, b, 7)
+    assert torch.equal(block_shuffle_reference(x, b, seed=7), expected)
+    assert torch.equal(block_shuffle(x, b, seed=7), expected)
 
 
-# Large blocks on the CPU are copied block by block (b >= 16, N * C * b * b >= 32,768).
-@pytest.mark.parametrize(
-    ("b", "h", "w", "n"), [(16, 32, 48, 64), (32, 64, 64, 11), (16, 32, 32, 63)]
-)
-def test_block_by_block_copies_match_brute_force_and_the_gather(b, h, w, n, monkeypatch) -> None:
-    import transferlens.data.shuffle as shuffle
-
-    x = torch.randn(n, 2, h, w)
-    assert shuffle._copies_blocks(x, b) == (n * 2 * b * b >= shuffle.BLOCK_COPY_MIN_VALUES)
-    copied = block_shuffle(x, b, seed=3)
-    assert torch.equal(copied, _reference_block_shuffle(x, b, 3))
-    out = torch.full_like(x, float("nan"))
-    assert block_shuffle(x, b, seed=3, out=out) is out and torch.equal(out, copied)
-    strided = x.transpose(2, 3).contiguous().transpose(2, 3)  # same values, other strides
-    assert torch.equal(block_shuffle(strided, b, seed=3), copied)
-    monkeypatch.setattr(shuffle, "_copies_blocks", lambda x, b: False)
-    assert torch.equal(block_shuffle(x, b, seed=3), copied)
+def test_per_image_block_shuffle_is_the_reference_with_each_image_s_seed() -> None:
+    x = torch.randn(4, 3, 8, 12)
+    x[3] = x[0]
+    ids = [3, 0, 17, 3]
+    out = block_shuffle(x, 4, seed=9, per_image=True, image_ids=ids)
+    for k, image_id in enumerate(ids):
+        expected = block_shuffle_reference(x[k : k + 1], 4, image_seed(9, image_id))
+        assert torch.equal(out[k : k + 1], expected)
+    assert torch.equal(out[0], out[3])  # the same image and id: the same result
 
 
 @pytest.mark.parametrize(("b", "per_image"), [(2, False), (8, False), (16, False), (4, True)])

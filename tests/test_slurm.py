@@ -26,7 +26,7 @@ from transferlens.models import build_model
 from transferlens.study.execute import execute_run
 from transferlens.study.runner import execute_plan, open_study
 
-pytestmark = pytest.mark.slurm
+pytestmark = [pytest.mark.slurm, pytest.mark.slow]  # a cluster start and jobs: minutes
 SLURM_DIR = Path(__file__).resolve().parents[1].parent / "shared" / "slurm"
 STUDY = {
     "name": "slurm",

@@ -7,6 +7,7 @@ import pytest
 
 from transferlens.analysis.stats import (
     bootstrap_interval,
+    check_n_bootstrap,
     index_counts,
     percentile_interval,
     resample_indices,
@@ -106,3 +107,10 @@ def test_bad_inputs_raise_user_input_error():
         bootstrap_interval(lambda idx: 0.0)
     with pytest.raises(UserInputError, match="1-D"):
         bootstrap_interval([])
+
+
+@pytest.mark.parametrize("bad", [-1, 1.5, True, "10", None])
+def test_the_analyses_number_of_resamples_is_an_integer_from_zero(bad):
+    assert check_n_bootstrap(0) == 0 and check_n_bootstrap(200) == 200
+    with pytest.raises(UserInputError, match=r"n_bootstrap must be an integer >= 0"):
+        check_n_bootstrap(bad)

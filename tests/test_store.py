@@ -154,6 +154,19 @@ def test_runs_csv_columns_and_values(tmp_path, plan):
     assert "0" in set(table[table.init == "PT"].block_size)  # pixel shuffle is 0, not empty
 
 
+def test_pt_runs_find_their_source_in_the_runs_folder(tmp_path, plan):
+    store = StudyStore(tmp_path / "study")
+    run = plan.select(init="PT", group="main")[0]
+    assert run.spec.init.run == run.depends_on.run_id  # a run id, not a path
+    spec = store.runnable_spec(run.spec)
+    assert spec.init.source_dir() == store.runs_dir / run.depends_on.run_id
+    # Where the runs folder is stays out of the spec: same JSON, same run id, same resume check.
+    assert spec.model_dump(mode="json") == run.spec.model_dump(mode="json")
+    assert spec.comparable() == run.spec.comparable()
+    rit = plan.select(init="RIT")[0]
+    assert store.runnable_spec(rit.spec) is rit.spec
+
+
 def test_study_json_round_trip(tmp_path, plan):
     store = StudyStore(tmp_path)
     store.write_study(plan, source_file="s.yaml")

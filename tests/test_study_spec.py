@@ -73,7 +73,12 @@ BAD = [
     ((["model", "kwargs"], {"stem": "tiny"}), ["model", "stem"]),
     ((["model", "kwargs"], {"depth": 3}), ["model", "depth"]),
     ((["training", "pretrain"], _DELETE), ["training.pretrain"]),
-    ((["analyses"], {"cka": {}, "telepathy": {}}), ["analyses", "telepathy"]),
+    ((["analyses"], {"cka": {}, "telepathy": {}}), ["analyses", "telepathy", "known: reuse"]),
+    (
+        (["analyses"], {"criticality": {"n_noize": 3}}),
+        ["analyses.criticality.n_noize: unknown key"],
+    ),
+    ((["analyses"], {"criticality": {"n_noise": "x"}}), ["analyses.criticality.n_noise", "'x'"]),
     ((["source", "weights"], "w.safetensors"), ["source", "exactly one"]),
 ]
 

@@ -568,3 +568,32 @@ def test_worker_processes_resume_bit_identically(tmp_path: Path) -> None:
         train(spec, tmp_path / "resumed", progress=False, on_epoch=crash_after(1))
     train(spec, tmp_path / "resumed", progress=False)
     assert_same_runs(tmp_path / "straight", tmp_path / "resumed")
+
+
+def test_progress_shows_bars_and_lines_and_changes_no_number(tmp_path, monkeypatch, capsys) -> None:
+    import rich.console
+
+    from transferlens.train import progress
+
+    # A terminal, so that the bar is really drawn (pytest's stderr is not one).
+    monkeypatch.setattr(
+        progress, "Console", lambda **kw: rich.console.Console(force_terminal=True, **kw)
+    )
+    spec = make_spec(epochs=2)
+    train(spec, tmp_path / "quiet", progress=False)
+    assert capsys.readouterr().out == ""
+    train(spec, tmp_path / "shown", progress=True)
+    captured = capsys.readouterr()
+    assert [line.split("  ")[0] for line in captured.out.splitlines()] == [
+        "epoch 0/2",
+        "epoch 1/2",
+        "epoch 2/2",
+    ]
+    assert "epoch 1/2" in captured.err and "loss" in captured.err  # the bar, on stderr
+    quiet, shown = load_run(tmp_path / "quiet"), load_run(tmp_path / "shown")
+    assert without_timings(quiet.metrics) == without_timings(shown.metrics)
+    for epoch in (0, 1, 2):
+        assert_same_tensors(
+            read_state(checkpoint_path(tmp_path / "quiet", epoch)),
+            read_state(checkpoint_path(tmp_path / "shown", epoch)),
+        )

@@ -187,3 +187,83 @@ def test_missing_out_is_one_line_and_exit_2(tmp_path: Path, capsys) -> None:
     assert capsys.readouterr().err.strip().splitlines() == [
         "transferlens: error: --out: required (the run folder to write)"
     ]
+
+
+def spec_paths(spec_type, prefix: tuple[str, ...] = ()) -> set[tuple[str, ...]]:
+    """Every leaf key path of a spec model, nested specs and union members included."""
+    import typing
+
+    from pydantic import BaseModel
+
+    paths = set()
+    for name, field in spec_type.model_fields.items():
+        annotation = field.annotation
+        members = [*typing.get_args(annotation), annotation]
+        nested = [m for m in members if isinstance(m, type) and issubclass(m, BaseModel)]
+        if nested:
+            for member in nested:
+                paths |= spec_paths(member, (*prefix, name))
+        else:
+            paths.add((*prefix, name))
+    return paths
+
+
+def test_every_spec_field_is_a_flag() -> None:
+    from transferlens.commands.train import TRAIN_FLAGS
+    from transferlens.train import TrainSpec
+
+    assert {flag.path for flag in TRAIN_FLAGS.flags} == spec_paths(TrainSpec)
+    options = {flag.path: flag.option for flag in TRAIN_FLAGS.flags}
+    # The flags users had before they were generated keep their names.
+    assert options[("data", "name")] == "--data" and options[("data", "root")] == "--data-root"
+    assert options[("data", "image_size")] == "--image-size"
+    assert options[("model_kwargs",)] == "--model-kwarg"
+    assert options[("init", "run")] == "--init-run" and options[("init", "path")] == "--init-file"
+    assert options[("init", "epoch")] == "--init-epoch"
+    assert options[("grad_clip_norm",)] == "--grad-clip-norm"
+
+
+def parsed_spec(*argv: str):
+    from transferlens.cli import build_parser
+    from transferlens.commands.train import build_spec
+
+    return build_spec(build_parser().parse_args(["train", *argv]))
+
+
+def test_generated_flags_set_their_fields(tmp_path: Path) -> None:
+    spec = parsed_spec(
+        "--model", "fixup_resnet10", "--data", "tiny_test_cli", "--epochs", "3", "--lr", "0.1",
+        "--lr-milestones", "1", "2", "--no-train-eval", "--amp", "false", "--augment",
+        "--data-option", "n=5", "--momentum", "0.5", "--init-seed", "7",
+    )  # fmt: skip
+    assert spec.lr_milestones == [1, 2] and spec.train_eval is False and spec.amp is False
+    assert spec.data.augment is True and spec.data.options == {"n": 5}
+    assert spec.momentum == 0.5 and (spec.init.kind, spec.init.seed) == ("random", 7)
+    # Flags change the keys they name and keep the YAML file's others, nested ones too.
+    config = write_config(tmp_path, merged(init={"kind": "run", "run": "a", "epoch": 2}))
+    spec = parsed_spec(str(config), "--init-epoch", "best", "--image-size", "6")
+    assert (spec.init.kind, spec.init.run, spec.init.epoch) == ("run", "a", "best")
+    assert (spec.data.name, spec.data.image_size) == ("tiny_test_cli", 6)
+    # A flag of another kind of init replaces the file's init.
+    spec = parsed_spec(str(config), "--init-file", "w.safetensors")
+    assert spec.init.model_dump() == {"kind": "file", "path": "w.safetensors"}
+    spec = parsed_spec(str(config), "--init", "pretrained", "--init-kwarg", "weights=DEFAULT")
+    assert spec.init.model_dump() == {"kind": "pretrained", "kwargs": {"weights": "DEFAULT"}}
+
+
+@pytest.mark.parametrize(
+    ("argv", "expected"),
+    [
+        (["--init-seed", "1", "--init-run", "x"], "--init-seed and --init-run: give only one"),
+        (["--init", "file", "--init-run", "x"], "--init-run: not a setting of --init file"),
+        (["--amp", "maybe"], "amp"),
+        (["--lr-milestones", "3", "1"], "lr_milestones"),
+        (["--image-size", "big"], "data.image_size"),
+    ],
+)
+def test_bad_generated_flag_is_one_line_naming_it(tmp_path: Path, argv, expected, capsys) -> None:
+    config = write_config(tmp_path, BASE)
+    code = main(["train", str(config), *argv, "--out", str(tmp_path / "out"), "--no-progress"])
+    lines = capsys.readouterr().err.strip().splitlines()
+    assert code == 2 and len(lines) == 1 and expected in lines[0], lines
+    assert not (tmp_path / "out").exists()

@@ -11,11 +11,11 @@ from torch.utils.data import DataLoader, TensorDataset
 
 from transferlens.analysis import (
     barrier,
+    cka,
     interpolation_curve,
     module_criticality,
     parameter_distance,
 )
-from transferlens.analysis.cka_models import cka
 
 
 class TinyConvNet(nn.Module):
@@ -57,8 +57,8 @@ def test_every_weight_space_analysis_and_cka_run_on_a_user_model():
     loader = DataLoader(data(), batch_size=16)
 
     distance = parameter_distance(a, b)
-    assert list(distance["module"]) == ["all", "stem", "features", "classifier"]
-    assert distance["l2"].iloc[0] > 0 and distance.attrs["excluded"] == []
+    assert list(distance.to_frame()["module"]) == ["all", "stem", "features", "classifier"]
+    assert distance.total > 0 and distance.excluded == ()
 
     curve = interpolation_curve(a, b, loader, "multiclass", lams=[0.0, 0.5, 1.0])
     loss_barrier, metric_barrier = barrier(curve)
@@ -77,9 +77,10 @@ def test_every_weight_space_analysis_and_cka_run_on_a_user_model():
         alphas=[0.0, 0.5, 1.0],
         sigmas=[1e-16, 0.05, 0.1],
     )
-    assert list(criticality["module"]) == ["stem", "features", "classifier", "network"]
-    assert all(math.isfinite(v) or v == math.inf for v in criticality["criticality"])
-    assert criticality.attrs["n_forward_passes"] <= criticality.attrs["n_full_grid_passes"]
+    table = criticality.to_frame()
+    assert list(table["module"]) == ["stem", "features", "classifier", "network"]
+    assert all(math.isfinite(v) or v == math.inf for v in table["criticality"])
+    assert criticality.n_forward_passes <= criticality.n_full_grid_passes
 
     result = cka(a, b, loader, layers=["stem", "features"], n_bootstrap=0)
     frame = result.to_frame()

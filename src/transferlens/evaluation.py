@@ -15,8 +15,8 @@ reports what one process reports on the whole data (up to float summation order)
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sized
-from contextlib import nullcontext
+import contextlib
+from collections.abc import Iterable, Iterator, Sized
 from dataclasses import dataclass
 
 import torch
@@ -75,7 +75,7 @@ def autocast(device: torch.device, enabled: bool):
     """bf16 autocast on ``device`` when ``enabled`` (CUDA or CPU), else a no-op context."""
     if enabled and device.type in ("cuda", "cpu"):
         return torch.autocast(device_type=device.type, dtype=torch.bfloat16)
-    return nullcontext()
+    return contextlib.nullcontext()
 
 
 def _inputs_channels_last(model: nn.Module) -> bool:
@@ -106,18 +106,23 @@ def _batches(model: nn.Module, loader: DataLoader, device: torch.device, amp: bo
         yield logits.float(), targets
 
 
-class _EvalMode:
-    """Put a model in eval mode for the duration of a block, then restore its mode."""
+@contextlib.contextmanager
+def evaluation_mode(models: Iterable[nn.Module]) -> Iterator[None]:
+    """Every module of ``models`` in eval mode inside the block; each module's flag restored after.
 
-    def __init__(self, model: nn.Module) -> None:
-        self.model = model
-
-    def __enter__(self) -> None:
-        self.was_training = self.model.training
-        self.model.eval()
-
-    def __exit__(self, *exc: object) -> None:
-        self.model.train(self.was_training)
+    Flags are restored module by module, so a model that was training with some
+    layers frozen in eval mode (e.g. BatchNorm) comes back exactly as it was.
+    """
+    models = list(models)
+    flags = [[module.training for module in model.modules()] for model in models]
+    try:
+        for model in models:
+            model.eval()
+        yield
+    finally:
+        for model, model_flags in zip(models, flags):
+            for module, flag in zip(model.modules(), model_flags):
+                module.training = flag
 
 
 def _all_gather_rows(tensor: torch.Tensor) -> torch.Tensor:
@@ -161,7 +166,7 @@ def evaluate(
     count = torch.zeros((), dtype=torch.int64, device=device)
     scores: list[torch.Tensor] = []
     labels: list[torch.Tensor] = []
-    with _EvalMode(model), torch.inference_mode():
+    with evaluation_mode([model]), torch.inference_mode():
         for logits, targets in _batches(model, loader, device, amp):
             # Sums stay on the device: one synchronisation at the end, not one per batch.
             # Per-example losses summed in float64: the total does not depend on how
@@ -205,7 +210,7 @@ def predict(
     device = torch.device(device) if device is not None else model_device(model)
     all_logits: list[torch.Tensor] = []
     all_targets: list[torch.Tensor] = []
-    with _EvalMode(model), torch.inference_mode():
+    with evaluation_mode([model]), torch.inference_mode():
         for logits, targets in _batches(model, loader, device, amp):
             all_logits.append(logits.cpu())
             all_targets.append(targets.cpu())

@@ -1,55 +1,88 @@
 """The paper's seven analyses, as a library over any ``nn.Module`` and ``DataLoader``.
 
-Names are resolved lazily from their modules so that importing one analysis does not
-import all of them (and their dependencies).
+Each analysis returns one result dataclass holding its values and the settings it
+used; ``result.to_frame()`` is its tidy table (DESIGN.md's columns minus ``target``).
+
+1. feature reuse: :func:`feature_reuse` (module ``reuse``)
+2. common and uncommon mistakes: :func:`mistakes` (``model_mistakes``)
+3. CKA: :func:`cka`, :func:`cka_many`, :func:`cka_matrix` (``model_cka``)
+4. parameter distance: :func:`parameter_distance` (``distance``)
+5. performance barrier: :func:`interpolation_curve`, :func:`barrier` (``interpolation``)
+6. module criticality: :func:`module_criticality`, :func:`rewind_module`
+   (``criticality``); its path figure :func:`path_grid` (``criticality_path``)
+7. choice of pre-training checkpoint: :func:`pretrain_checkpoints` (``pretraining``)
+
+Modules are named after the analysis they hold; none is named like a function it
+exports (``analysis.cka`` is the function, never a module).
 """
 
-from __future__ import annotations
+from transferlens.analysis.cka_estimators import MinibatchCKA, linear_cka, rbf_cka
+from transferlens.analysis.criticality import (
+    CriticalityResult,
+    ModuleCriticality,
+    criticality_grid,
+    module_criticality,
+    rewind_module,
+)
+from transferlens.analysis.criticality_path import PathGridResult, path_grid
+from transferlens.analysis.distance import DistanceResult, parameter_distance
+from transferlens.analysis.features import FeatureExtractor, capture_features
+from transferlens.analysis.interpolation import (
+    InterpolationResult,
+    barrier,
+    interpolate_state_dicts,
+    interpolation_curve,
+    lambda_grid,
+    recompute_batchnorm,
+)
+from transferlens.analysis.model_cka import CKAResult, cka, cka_many, cka_matrix
+from transferlens.analysis.model_mistakes import (
+    MistakesResult,
+    PairMistakes,
+    correctness,
+    error_consistency,
+    mistakes,
+)
+from transferlens.analysis.pretraining import PretrainCheckpointsResult, pretrain_checkpoints
+from transferlens.analysis.reuse import ReuseResult, feature_reuse
+from transferlens.analysis.stats import bootstrap_interval
 
-import importlib
-from typing import Any
-
-_EXPORTS = {
-    # stats
-    "bootstrap_interval": "stats",
-    # features and CKA
-    "FeatureExtractor": "features",
-    "capture_features": "features",
-    "linear_cka": "cka_estimators",
-    "rbf_cka": "cka_estimators",
-    "MinibatchCKA": "cka_estimators",
-    "cka": "cka_models",
-    "cka_matrix": "cka_models",
-    # mistakes
-    "error_consistency": "mistake_tables",
-    "mistakes": "mistake_tables",
-    "correctness": "mistake_tables",
-    # distance
-    "parameter_distance": "distance",
-    # interpolation
-    "interpolate_state_dicts": "interpolation",
-    "lambda_grid": "interpolation",
-    "interpolation_curve": "interpolation",
-    "barrier": "interpolation",
-    "recompute_batchnorm": "interpolation",
-    # criticality
-    "module_criticality": "criticality",
-    "rewind_module": "criticality",
-    "path_grid": "criticality",
-    # study-level tables
-    "feature_reuse": "reuse",
-    "pretrain_checkpoints": "pretraining",
-}
-
-__all__ = sorted(_EXPORTS)
-
-
-def __getattr__(name: str) -> Any:
-    if name in _EXPORTS:
-        module = importlib.import_module(f"transferlens.analysis.{_EXPORTS[name]}")
-        return getattr(module, name)
-    raise AttributeError(f"module 'transferlens.analysis' has no attribute {name!r}")
-
-
-def __dir__() -> list[str]:
-    return __all__
+__all__ = [
+    # the seven analyses
+    "feature_reuse",
+    "mistakes",
+    "cka",
+    "cka_many",
+    "cka_matrix",
+    "parameter_distance",
+    "interpolation_curve",
+    "barrier",
+    "module_criticality",
+    "rewind_module",
+    "path_grid",
+    "pretrain_checkpoints",
+    # their results
+    "ReuseResult",
+    "MistakesResult",
+    "PairMistakes",
+    "CKAResult",
+    "DistanceResult",
+    "InterpolationResult",
+    "CriticalityResult",
+    "ModuleCriticality",
+    "PathGridResult",
+    "PretrainCheckpointsResult",
+    # building blocks
+    "MinibatchCKA",
+    "linear_cka",
+    "rbf_cka",
+    "FeatureExtractor",
+    "capture_features",
+    "error_consistency",
+    "correctness",
+    "interpolate_state_dicts",
+    "lambda_grid",
+    "recompute_batchnorm",
+    "criticality_grid",
+    "bootstrap_interval",
+]

@@ -20,16 +20,21 @@ Notation: ``X`` is an ``[n, d]`` matrix of features (one row per example), ``K``
 Both estimators are invariant to translating the features (``X -> X - 1 c^T``): the
 linear Gram then changes by ``a 1^T + 1 a^T + b 11^T``, which ``H . H`` and ``U`` both
 annihilate. The streaming estimator exploits this for float32 accuracy.
+
+Each formula here is written as in the papers (``*_reference`` where the code that runs
+is a faster kernel); the kernels (Gram products, scratch memory) are in
+:mod:`.cka_kernels`, tested equal to these references.
 """
 
 from __future__ import annotations
 
-import contextlib
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 
 import numpy as np
 import torch
 
+from transferlens.analysis import cka_kernels
+from transferlens.analysis.cka_kernels import ShiftedGram
 from transferlens.errors import UserInputError
 
 MIN_BATCH_EXAMPLES = 4  # HSIC_1 divides by n (n - 3) and (n - 1)(n - 2)
@@ -45,71 +50,27 @@ def _as_matrix(x: torch.Tensor | np.ndarray, name: str) -> torch.Tensor:
     return x.detach().reshape(x.shape[0], -1).to(torch.float64)
 
 
-# Below this many rows a Gram is one product: splitting small ones costs more than it saves.
-SYMMETRIC_GRAM_MIN_ROWS = 64
-
-
-# oneDNN's product wins for these shapes only (measured on the 2-core EPYC, n = 256:
-# d = 4,096 1.4 vs 2.5 ms, d = 25,088 10.6 vs 16.2 ms, d = 100,352 67 vs 64 ms; n = 64,
-# d = 802,816 82 vs 44 ms; n = 32, d = 4,096 0.08 vs 0.05 ms): beyond them, MKL.
-ONEDNN_MIN_ROWS = 64
-ONEDNN_MAX_FEATURES = 32_768
-
-
-def _onednn_applies(x: torch.Tensor) -> bool:
-    n, d = x.shape
-    return (
-        x.device.type == "cpu"
-        and x.dtype == torch.float32
-        and torch.backends.mkldnn.enabled
-        and n >= ONEDNN_MIN_ROWS
-        and d <= ONEDNN_MAX_FEATURES
-    )
-
-
-def _onednn_gram(x: torch.Tensor) -> torch.Tensor:
-    """``X X^T`` of a float32 CPU matrix through oneDNN (exact symmetry not guaranteed).
-
-    PyTorch's CPU matmul calls MKL, which runs this shape (few rows, long rows) at
-    about half the speed of oneDNN's kernels on AMD CPUs (measured: 208 vs 405 GFLOP/s
-    for ``[256, 4096]`` on this project's 2-core EPYC machine). A 1x1 convolution is
-    the same product in oneDNN: weights ``X`` as ``[n, d, 1, 1]``, input ``X^T`` as a
-    ``[1, d, n, 1]`` channels-last view of ``X`` (no copy).
-    """
-    n, d = x.shape
-    x = x.contiguous()
-    columns = x.view(1, n, 1, d).permute(0, 3, 1, 2)
-    return torch.nn.functional.conv2d(columns, x.view(n, d, 1, 1)).view(n, n)
+def gram_linear_reference(x: torch.Tensor) -> torch.Tensor:
+    """Linear-kernel Gram matrix ``K = X X^T``, as written (the reference of :func:`gram_linear`)."""
+    return x @ x.T
 
 
 def gram_linear(x: torch.Tensor) -> torch.Tensor:
-    """Linear-kernel Gram matrix ``K = X X^T``, exactly symmetric.
+    """``K = X X^T``, exactly symmetric; :func:`gram_linear_reference` up to rounding.
 
-    On the CPU in float32, for the shapes where it is faster (``_onednn_applies``), it
-    is one oneDNN product (:func:`_onednn_gram`), its upper triangle mirrored if it is
-    not exactly symmetric already.
-    Elsewhere only the upper block triangle is multiplied:
-    with ``X`` split into rows ``[X1; X2]``, ``K = [[K1, X1 X2^T], [(X1 X2^T)^T, K2]]``
-    with the diagonal blocks ``K1``, ``K2`` recursively the same way: at 256 rows, 5/8
-    of the ``n^2 d`` multiply-adds of ``X X^T``.
+    Computed by the fastest product for the shape (:func:`.cka_kernels.gram`).
     """
-    n = x.shape[0]
-    onednn = _onednn_applies(x)
-    if onednn or n < 2 * SYMMETRIC_GRAM_MIN_ROWS:
-        gram = _onednn_gram(x) if onednn else x @ x.T
-        # oneDNN's products come out exactly symmetric (its order of summation does not
-        # depend on the entry); on a CPU checking is half the cost of mirroring (on a
-        # GPU the check would wait for the device).
-        if onednn and torch.equal(gram, gram.T):
-            return gram
-        return gram.triu() + gram.triu(1).T  # one rounding for both (i, j) and (j, i)
-    half = n // 2
-    gram = x.new_empty((n, n))
-    gram[:half, :half] = gram_linear(x[:half])
-    gram[:half, half:] = x[:half] @ x[half:].T
-    gram[half:, :half] = gram[:half, half:].T
-    gram[half:, half:] = gram_linear(x[half:])
-    return gram
+    return cka_kernels.gram(x)
+
+
+def shifted_gram_reference(x: torch.Tensor) -> torch.Tensor:
+    """``K = (X - 1 m^T)(X - 1 m^T)^T`` of ``[n, ...]`` features, ``m`` their mean, in float64.
+
+    The linear Gram of the features translated by their batch mean: the same CKA
+    (see the module docstring). Reference of :class:`.cka_kernels.ShiftedGram`.
+    """
+    rows = x.detach().reshape(x.shape[0], -1).to(torch.float64)
+    return gram_linear_reference(rows - rows.mean(dim=0, keepdim=True))
 
 
 def squared_distances(x: torch.Tensor) -> torch.Tensor:
@@ -149,14 +110,18 @@ def center_gram(gram: torch.Tensor, unbiased: bool = False) -> torch.Tensor:
     """
     gram = gram.clone()
     if unbiased:
-        return _u_center_(gram)
+        return u_center_(gram)
     gram -= gram.mean(dim=-2, keepdim=True)
     gram -= gram.mean(dim=-1, keepdim=True)
     return gram
 
 
-def _u_center_(gram: torch.Tensor) -> torch.Tensor:
-    """U-centre the symmetric ``gram`` ``[..., n, n]`` in place (no temporary of its size)."""
+def u_center_(gram: torch.Tensor) -> torch.Tensor:
+    """U-centre the symmetric ``gram`` ``[..., n, n]`` in place (no temporary of its size).
+
+    ``U(K)_ij = ~K_ij - r_i/(n-2) - r_j/(n-2) + s/((n-1)(n-2))`` off the diagonal and 0
+    on it, with ``~K`` = ``K`` with a zero diagonal, ``r`` its row sums, ``s`` its total.
+    """
     n = gram.shape[-1]
     gram.diagonal(dim1=-2, dim2=-1).zero_()
     row_sums = gram.sum(dim=-1, keepdim=True)  # [..., n, 1]; ~K is symmetric
@@ -166,6 +131,17 @@ def _u_center_(gram: torch.Tensor) -> torch.Tensor:
     gram += total / ((n - 1) * (n - 2))
     gram.diagonal(dim1=-2, dim2=-1).zero_()
     return gram
+
+
+def hsic(gram_x: torch.Tensor, gram_y: torch.Tensor, unbiased: bool = False) -> torch.Tensor:
+    """``HSIC_0(K, L) = tr(K H L H) / (n-1)^2`` or ``HSIC_1(K, L) = <U(K), U(L)> / (n (n-3))``.
+
+    The estimators of the module docstring, for two ``[n, n]`` Gram matrices
+    (``n >= 4`` for ``unbiased``); :class:`MinibatchCKA` sums ``HSIC_1`` over batches.
+    """
+    n = gram_x.shape[-1]
+    inner = (center_gram(gram_x, unbiased) * center_gram(gram_y, unbiased)).sum()
+    return inner / (n * (n - 3)) if unbiased else inner / (n - 1) ** 2
 
 
 def cka_from_grams(gram_x: torch.Tensor, gram_y: torch.Tensor, debiased: bool = False) -> float:
@@ -234,91 +210,6 @@ def cka_from_hsic(hsic: np.ndarray) -> np.ndarray:
         return hsic / np.sqrt(diagonal[..., :, None] * diagonal[..., None, :])
 
 
-@contextlib.contextmanager
-def _ieee_float32_matmul() -> Iterator[None]:
-    """Keep float32 products in full precision (no TF32 or bf16) for the Gram products:
-    matmuls, and oneDNN convolutions (:func:`_onednn_gram`) where torch has the switch."""
-    previous = torch.get_float32_matmul_precision()
-    conv = getattr(getattr(torch.backends.mkldnn, "conv", None), "fp32_precision", None)
-    torch.set_float32_matmul_precision("highest")
-    if conv is not None:
-        torch.backends.mkldnn.conv.fp32_precision = "ieee"
-    try:
-        yield
-    finally:
-        torch.set_float32_matmul_precision(previous)
-        if conv is not None:
-            torch.backends.mkldnn.conv.fp32_precision = conv
-
-
-def rows_in_memory_order(x: torch.Tensor) -> torch.Tensor:
-    """``x`` ``[n, ...]`` as an ``[n, d]`` matrix whose columns are in memory order.
-
-    A Gram ``X X^T`` does not depend on the order of the columns, so a channels-last
-    ``[n, C, H, W]`` tensor is read as ``[n, H * W * C]`` without a copy (``reshape``
-    would copy it into ``C, H, W`` order). Other layouts are reshaped as usual.
-    """
-    if x.ndim <= 2:
-        return x.reshape(x.shape[0], -1)
-    # The feature dims ordered by decreasing stride: for a dense tensor, a contiguous view.
-    order = sorted(range(1, x.ndim), key=lambda dim: -x.stride(dim))
-    permuted = x.permute(0, *order)
-    if permuted.is_contiguous():
-        return permuted.view(x.shape[0], -1)
-    return x.reshape(x.shape[0], -1)
-
-
-class ShiftedGram:
-    """``K = (X - 1 m^T)(X - 1 m^T)^T`` of ``[n, ...]`` features ``X``, ``m`` their batch mean.
-
-    Precision without float64 features: the shift (allowed, see the module docstring)
-    lets the float32 Gram be computed from values of the size of the signal, not of a
-    large post-ReLU mean; the U-centring (:func:`u_center_stack`) then runs in float64.
-    Float64 features stay float64, others become float32. The shifted rows go through
-    one scratch buffer, reused for every call: used as a forward hook's reduction
-    (:func:`~transferlens.analysis.features.stream_features` ``reduce=``), each layer's
-    output becomes its Gram as it is produced and no batch of features is held. (On a
-    CPU, holding them costs fresh memory every batch: +12% on the forwards of two
-    ResNet-18s, more than their Grams' products.)
-    """
-
-    def __init__(self) -> None:
-        self._scratch: dict[tuple, torch.Tensor] = {}
-
-    def _buffer(self, shape: torch.Size, dtype: torch.dtype, device: torch.device) -> torch.Tensor:
-        # Keyed by inference mode too: a tensor made in it cannot be written outside it.
-        key = (device, dtype, torch.is_inference_mode_enabled())
-        size = shape[0] * shape[1]
-        buffer = self._scratch.get(key)
-        if buffer is None or buffer.numel() < size:
-            buffer = self._scratch[key] = torch.empty(size, dtype=dtype, device=device)
-        return buffer[:size].view(shape)
-
-    def __call__(self, features: torch.Tensor) -> torch.Tensor:
-        rows = rows_in_memory_order(features.detach())
-        dtype = torch.float64 if rows.dtype == torch.float64 else torch.float32
-        shifted = self._buffer(rows.shape, dtype, rows.device)
-        torch.sub(rows, rows.mean(dim=0, keepdim=True, dtype=dtype), out=shifted)
-        with _ieee_float32_matmul():
-            return gram_linear(shifted)
-
-
-def u_center_stack(grams: Sequence[torch.Tensor], out: torch.Tensor | None = None) -> torch.Tensor:
-    """``[T, n*n]`` float64 rows: the U-centring of each ``n x n`` Gram, on the first's device.
-
-    ``out``: a float64 ``[T, n, n]`` buffer there to centre in, reused across batches
-    (on a CPU, fresh memory for the stack costs more than the centring itself).
-    """
-    # Models compared may sit on different devices; the n x n Grams are cheap to move.
-    # One U-centring of the whole float64 stack: a few large ops, not a few per layer.
-    n = grams[0].shape[0]
-    if out is None:
-        out = torch.empty(len(grams), n, n, dtype=torch.float64, device=grams[0].device)
-    for row, gram in zip(out, grams, strict=True):
-        row.copy_(gram)
-    return _u_center_(out).view(len(grams), -1)
-
-
 class MinibatchCKA:
     """Streaming linear CKA of Nguyen, Raghu & Kornblith (2021), every layer pair at once.
 
@@ -358,8 +249,8 @@ class MinibatchCKA:
         self.skipped_batches = 0
         self.skipped_examples = 0
         self._batch_terms: list[torch.Tensor] = []
-        self._stack_buffer: torch.Tensor | None = None
-        self._gram_of = ShiftedGram()
+        self._gram_of = ShiftedGram()  # kernels: scratch memory reused across batches
+        self._stack = cka_kernels.GramStack()
         self._synced = False
 
     def update(
@@ -368,9 +259,7 @@ class MinibatchCKA:
         """Add one batch: ``La`` (and ``Lb``) tensors ``[n, ...]`` of the same ``n`` examples."""
         features = self._batch(features_a, features_b, "feature tensors")
         if features is not None:
-            grams = [self._gram_of(tensor) for tensor in features]
-            n, device = features[0].shape[0], features[0].device
-            self._add(u_center_stack(grams, self._stack(n, device)), n)
+            self._add([self._gram_of(tensor) for tensor in features])
 
     def update_grams(
         self, grams_a: Sequence[torch.Tensor], grams_b: Sequence[torch.Tensor] | None = None
@@ -388,20 +277,7 @@ class MinibatchCKA:
             raise ValueError(
                 f"Gram matrices must be [n, n] (got {[tuple(g.shape) for g in grams]})"
             )
-        self._add(u_center_stack(grams, self._stack(n, grams[0].device)), n)
-
-    def _stack(self, n: int, device: torch.device) -> torch.Tensor:
-        """The float64 ``[T, n, n]`` buffer the batch's Grams are centred in (reused)."""
-        buffer = self._stack_buffer
-        if (
-            buffer is None
-            or buffer.shape[1] != n
-            or buffer.device != device
-            or (buffer.is_inference() and not torch.is_inference_mode_enabled())
-        ):
-            buffer = torch.empty(self.n_layers, n, n, dtype=torch.float64, device=device)
-            self._stack_buffer = buffer
-        return buffer
+        self._add(grams)
 
     def _batch(
         self, part_a: Sequence[torch.Tensor], part_b: Sequence[torch.Tensor] | None, what: str
@@ -426,9 +302,15 @@ class MinibatchCKA:
             return None
         return tensors
 
-    def _add(self, stacked: torch.Tensor, n: int) -> None:
-        """Add the HSIC_1 of every pair of rows of the U-centred ``stacked`` ``[T, n*n]``."""
-        hsic = (stacked @ stacked.T) / (n * (n - 3))
+    def _add(self, grams: list[torch.Tensor]) -> None:
+        """Add ``HSIC_1(K_i, K_j) = <U(K_i), U(K_j)> / (n (n-3))`` of every pair of the Grams.
+
+        The Grams are U-centred in float64, in place, as the rows of one ``[T, n*n]``
+        matrix: one product gives every pair.
+        """
+        n = grams[0].shape[0]
+        centred = u_center_(self._stack(grams)).view(len(grams), -1)
+        hsic = (centred @ centred.T) / (n * (n - 3))
         self.hsic_sum = hsic.clone() if self.hsic_sum is None else self.hsic_sum + hsic
         self.n_batches += 1
         self.n_examples += n

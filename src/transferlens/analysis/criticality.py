@@ -39,9 +39,10 @@ Search without waste, yet the same result as the full grid:
 
 Each draw's noise comes from its own seed (:func:`~transferlens.analysis.perturb.noise_seed`),
 so skipped points do not shift the noise of the others: ``search="full"`` evaluates
-every point and every draw and returns identical values. ``attrs["n_forward_passes"]``
-counts the passes over the data begun (a pass cut short counts as a whole one; the
-reference evaluation included), ``attrs["n_forward_batches"]`` the batches evaluated.
+every point and every draw and returns identical values.
+:attr:`CriticalityResult.n_forward_passes` counts the passes over the data begun (a
+pass cut short counts as a whole one; the reference evaluation included),
+:attr:`CriticalityResult.n_forward_batches` the batches evaluated.
 """
 
 from __future__ import annotations
@@ -49,22 +50,22 @@ from __future__ import annotations
 import copy
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import pandas as pd
 import torch
 from torch import nn
 
+from transferlens.analysis.checks import check_count, check_grid, check_task
 from transferlens.analysis.evalcache import (
     PreparedBatches,
-    check_task,
+    analysis_device,
     evaluate_batches,
     prepare_batches,
-    resolve_device,
 )
 from transferlens.analysis.perturb import (
     ModuleSlot,
-    check_grid,
     lerp_values,
     noise_generator,
     noise_seed,
@@ -81,10 +82,73 @@ from transferlens.analysis.statedict import (
 from transferlens.errors import UserInputError
 from transferlens.metrics import Task, task_loss
 
-DEFAULT_ALPHAS = tuple(float(a) for a in np.linspace(0.0, 1.0, 11))
-DEFAULT_SIGMAS = tuple(float(s) for s in np.linspace(1e-16, 1.0, 11))
 NETWORK = "network"
 SEARCHES = ("pruned", "full")
+
+
+def criticality_grid(
+    n_alphas: int = 11, n_sigmas: int = 11
+) -> tuple[tuple[float, ...], tuple[float, ...]]:
+    """The reference's grid: alphas ``linspace(0, 1, n_alphas)``, sigmas ``linspace(1e-16, 1, n_sigmas)``."""
+    check_count(n_alphas, "the number of alphas", minimum=2)
+    check_count(n_sigmas, "the number of sigmas", minimum=2)
+    alphas = tuple(float(a) for a in np.linspace(0.0, 1.0, n_alphas))
+    sigmas = tuple(float(s) for s in np.linspace(1e-16, 1.0, n_sigmas))
+    return alphas, sigmas
+
+
+DEFAULT_ALPHAS, DEFAULT_SIGMAS = criticality_grid()
+
+
+@dataclass(frozen=True)
+class ModuleCriticality:
+    """One module: ``criticality`` mu_i at the minimiser (``alpha``, ``sigma``).
+
+    No feasible grid point: ``criticality`` is ``inf``, ``alpha`` and ``sigma`` NaN.
+    ``rewind_metric``: the metric with the module alone rewound to its initial value;
+    ``loss_at_minimum``: the mean loss over the draws at the minimiser.
+    """
+
+    module: str
+    rewind_metric: float
+    criticality: float
+    alpha: float
+    sigma: float
+    loss_at_minimum: float
+
+
+@dataclass(frozen=True)
+class CriticalityResult:
+    """Every module's criticality and the network's (their sum), with what the search cost.
+
+    ``reference_loss``: L(thetaF); ``epsilon``: the loss bound; ``final_metric``: the
+    final network's metric on the metric data. ``n_forward_passes`` /
+    ``n_forward_batches``: passes over the data begun and batches evaluated (the
+    reference evaluation included); ``n_full_grid_*``: what the full grid costs.
+    ``settings``: ``modules``, ``alphas``, ``sigmas``, ``n_noise``, ``tolerance``,
+    ``seed``, ``search`` as used.
+    """
+
+    modules: tuple[ModuleCriticality, ...]
+    network_criticality: float
+    reference_loss: float
+    epsilon: float
+    final_metric: float
+    n_forward_passes: int
+    n_forward_batches: int
+    n_full_grid_passes: int
+    n_full_grid_batches: int
+    settings: dict[str, Any]
+
+    def to_frame(self) -> pd.DataFrame:
+        """Columns ``module, rewind_metric, criticality, alpha, sigma``: one row per module,
+        then ``module = "network"`` (criticality: the sum; other values NaN)."""
+        rows = [(m.module, m.rewind_metric, m.criticality, m.alpha, m.sigma) for m in self.modules]
+        nan = float("nan")
+        rows.append((NETWORK, nan, self.network_criticality, nan, nan))
+        return pd.DataFrame(
+            rows, columns=["module", "rewind_metric", "criticality", "alpha", "sigma"]
+        )
 
 
 def rewind_module(model_final: nn.Module, model_init: StateLike, module: str) -> nn.Module:
@@ -148,7 +212,7 @@ class _Search:
         self.working, self.slot, self.init, self.final = working, slot, init, final
         self.batches, self.task, self.n_noise = batches, task, n_noise
         self.epsilon, self.seed = epsilon, seed
-        self.device = resolve_device(None, working)
+        self.device = analysis_device(None, working)
         self.n_passes = 0
         self.n_batches = 0
         # alpha -> L at theta(alpha) without noise, for draws whose noise vanished in rounding
@@ -223,34 +287,28 @@ def module_criticality(
     metric_loader: Iterable | None = None,
     search: str = "pruned",
     device: str | torch.device | None = None,
-) -> pd.DataFrame:
+) -> CriticalityResult:
     """Criticality of each module and the metric with that module rewound to ``model_init``.
 
     ``loader`` holds the data of the loss L (the paper: training data);
     ``metric_loader`` (default: ``loader``) the data of ``rewind_metric``, the metric
     with the module alone set to its initial value, no noise (the paper's figure).
-    Returns columns ``module, rewind_metric, criticality, alpha, sigma`` (alpha and
-    sigma of the minimiser), one row per module (default: ``conv1``, each residual
-    block, the head for ResNets) and a last row ``module = "network"`` whose
-    criticality is the sum. ``attrs``: ``n_forward_passes`` and ``n_forward_batches``
-    (passes over the data begun and batches evaluated, the reference evaluation
-    included), ``n_full_grid_passes`` and ``n_full_grid_batches`` (what the full grid costs),
-    ``reference_loss`` L(thetaF), ``epsilon``, ``final_metric`` (on ``metric_loader``)
-    and ``loss_at_minimum`` per module.
+    One :class:`ModuleCriticality` per module (default: ``conv1``, each residual
+    block, the head for ResNets); the network's criticality is their sum. The grid
+    defaults to :func:`criticality_grid` ``()``.
     """
     check_task(task)
     if not isinstance(model_final, nn.Module):
         raise UserInputError("model_final must be an nn.Module")
     if search not in SEARCHES:
         raise UserInputError(f"search must be one of {', '.join(SEARCHES)} (got {search!r})")
-    if isinstance(n_noise, bool) or not isinstance(n_noise, int) or n_noise < 1:
-        raise UserInputError(f"n_noise must be a positive integer (got {n_noise!r})")
+    check_count(n_noise, "n_noise", minimum=1)
     alphas = check_grid(alphas, "alphas", positive=False)
     sigmas = check_grid(sigmas, "sigmas", positive=True)
     tolerance = check_grid([tolerance], "tolerance", positive=True)[0]
     noise_seed(seed, "", 0, 0)  # validates the seed before any work
 
-    device = resolve_device(device, model_final)
+    device = analysis_device(device, model_final)
     working = copy.deepcopy(model_final).to(device).eval()
     state_final = {k: v.detach().clone() for k, v in working.state_dict().items()}
     state_init = {k: v.detach().to(device) for k, v in as_state_dict(model_init).items()}
@@ -266,7 +324,9 @@ def module_criticality(
     final_metric = evaluate_batches(working, metric_batches, task).metric
     n_passes, n_batches = 1, len(batches)
 
-    rows, losses = [], {}
+    settings = {"modules": list(modules), "alphas": alphas, "sigmas": sigmas, "n_noise": n_noise,
+                "tolerance": tolerance, "seed": seed, "search": search}  # fmt: skip
+    results = []
     for module in modules:
         slot = ModuleSlot(working, module)
         init, final = slot.values_from(state_init), slot.values_from(state_final)
@@ -278,119 +338,21 @@ def module_criticality(
         best, loss = searcher.run(_grid(alphas, sigmas, squared), search)
         n_passes += searcher.n_passes
         n_batches += searcher.n_batches
-        losses[module] = loss
         if best is None:
-            rows.append((module, rewind_metric, float("inf"), float("nan"), float("nan")))
+            found = (float("inf"), float("nan"), float("nan"))
         else:
-            rows.append((module, rewind_metric, best.objective, best.alpha, best.sigma))
-    network = float(sum(row[2] for row in rows))
-    rows.append((NETWORK, float("nan"), network, float("nan"), float("nan")))
-
-    frame = pd.DataFrame(rows, columns=["module", "rewind_metric", "criticality", "alpha", "sigma"])
+            found = (best.objective, best.alpha, best.sigma)
+        results.append(ModuleCriticality(module, rewind_metric, *found, loss_at_minimum=loss))
     full_passes = 1 + len(modules) * len(alphas) * len(sigmas) * n_noise
-    frame.attrs.update(
-        n_forward_passes=n_passes,
-        n_full_grid_passes=full_passes,
-        n_forward_batches=n_batches,
-        n_full_grid_batches=full_passes * len(batches),
+    return CriticalityResult(
+        modules=tuple(results),
+        network_criticality=float(sum(result.criticality for result in results)),
         reference_loss=reference_loss,
         epsilon=epsilon,
         final_metric=final_metric,
-        loss_at_minimum=losses,
-    )
-    return frame
-
-
-def _path_states(
-    slot: ModuleSlot, states: list[dict[str, torch.Tensor]], n_points: int
-) -> list[tuple[float, dict[str, torch.Tensor]]]:
-    """``n_points`` states equally spaced by l2 length along the polyline through ``states``.
-
-    Returns ``(distance along the path from the first state, module values)``.
-    """
-    names = slot.parameter_names
-    lengths = [squared_distance(a, b, names) ** 0.5 for a, b in zip(states, states[1:])]
-    cumulative = np.concatenate([[0.0], np.cumsum(lengths)])
-    total = float(cumulative[-1])
-    points = []
-    for position in np.linspace(0.0, total, n_points):
-        # The segment holding ``position``; zero-length segments are stepped over.
-        segment = int(np.searchsorted(cumulative, position, side="right")) - 1
-        segment = min(max(segment, 0), len(lengths) - 1)
-        length = lengths[segment]
-        weight = 0.0 if length == 0 else (position - cumulative[segment]) / length
-        weight = min(max(weight, 0.0), 1.0)
-        values = lerp_values(states[segment], states[segment + 1], weight)
-        points.append((float(position), values))
-    return points
-
-
-def path_grid(
-    model_final: nn.Module,
-    checkpoints: StateLike | Sequence[StateLike],
-    loader: Iterable,
-    task: Task,
-    *,
-    module: str = "conv1",
-    n_points: int = 11,
-    sigmas: Sequence[float] = (0.0, 0.01, 0.02, 0.05, 0.1),
-    n_noise: int = 1,
-    seed: int = 0,
-    device: str | torch.device | None = None,
-) -> pd.DataFrame:
-    """Loss and metric over (distance along a path from the init, noise sigma) for one module.
-
-    ``checkpoints`` is the initial network (only the ``direct`` path is drawn) or the
-    sequence of training checkpoints from the init on (both paths): ``direct`` is
-    the straight line from the init to ``model_final``, ``checkpoints`` the
-    piecewise-linear path through every checkpoint to ``model_final``. Each path gets
-    ``n_points`` points equally spaced by l2 length of the module's parameters; every
-    other module stays final. Noise ``N(0, sigma^2 I)`` is added to the module's
-    parameters (``n_noise`` draws averaged; sigma 0 means none). Columns: ``path,
-    distance`` (l2 length along the path), ``distance_from_init`` (straight l2 to the
-    init), ``sigma, loss, metric``.
-    """
-    check_task(task)
-    if isinstance(n_points, bool) or not isinstance(n_points, int) or n_points < 2:
-        raise UserInputError(f"n_points must be an integer >= 2 (got {n_points!r})")
-    if isinstance(n_noise, bool) or not isinstance(n_noise, int) or n_noise < 1:
-        raise UserInputError(f"n_noise must be a positive integer (got {n_noise!r})")
-    sigmas = check_grid(sigmas, "sigmas", positive=False)
-    if any(sigma < 0 for sigma in sigmas):
-        raise UserInputError("sigmas must be >= 0")
-    sequence = list(checkpoints) if isinstance(checkpoints, list | tuple) else [checkpoints]
-    if not sequence:
-        raise UserInputError("checkpoints is empty")
-
-    device = resolve_device(device, model_final)
-    working = copy.deepcopy(model_final).to(device).eval()
-    check_modules(working.state_dict(), [module])
-    slot = ModuleSlot(working, module)
-    final = slot.values_from(working.state_dict())
-    states = [slot.values_from(as_state_dict(c, "checkpoint")) for c in sequence]
-    if any(not torch.equal(states[-1][name], final[name]) for name in final):
-        states.append(final)
-    paths = {"direct": [states[0], final]}
-    if len(sequence) > 1:
-        paths["checkpoints"] = states
-
-    batches = prepare_batches(loader, device)
-    names = slot.parameter_names
-    rows = []
-    for path_index, (path, path_states) in enumerate(paths.items()):
-        for point_index, (distance, values) in enumerate(_path_states(slot, path_states, n_points)):
-            from_init = squared_distance(values, states[0], names) ** 0.5
-            for sigma_index, sigma in enumerate(sigmas):
-                draws = 1 if sigma == 0 else n_noise
-                loss = metric = 0.0
-                for sample in range(draws):
-                    index = (path_index * n_points + point_index) * len(sigmas) + sigma_index
-                    generator = noise_generator(device, noise_seed(seed, module, index, sample))
-                    slot.set(values, sigma, generator)
-                    point = evaluate_batches(working, batches, task)
-                    loss, metric = loss + point.loss / draws, metric + point.metric / draws
-                rows.append((path, distance, from_init, sigma, loss, metric))
-    slot.restore()
-    return pd.DataFrame(
-        rows, columns=["path", "distance", "distance_from_init", "sigma", "loss", "metric"]
+        n_forward_passes=n_passes,
+        n_forward_batches=n_batches,
+        n_full_grid_passes=full_passes,
+        n_full_grid_batches=full_passes * len(batches),
+        settings=settings,
     )

@@ -8,13 +8,15 @@ For two networks of the same architecture with parameters a and b::
 accumulated in float64. The paper's Table 2 compares P-T with P, whose heads differ
 in shape (the target's classes vs the source's): such a head cannot be compared, so
 it is left out of ``all`` and its row reports NaN; the names left out are listed in
-``frame.attrs["excluded"]``.
+:attr:`DistanceResult.excluded`.
 """
 
 from __future__ import annotations
 
 import math
 from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
 
 import pandas as pd
 import torch
@@ -34,6 +36,25 @@ from transferlens.analysis.statedict import (
 from transferlens.errors import UserInputError
 
 ALL = "all"
+
+
+@dataclass(frozen=True)
+class DistanceResult:
+    """l2 distances: ``total`` over every compared parameter, and ``per_module`` (NaN if excluded).
+
+    ``excluded``: the modules left out (a head of another shape); ``settings``:
+    ``modules``, ``exclude_head`` and ``include_buffers`` as asked.
+    """
+
+    total: float
+    per_module: dict[str, float]
+    excluded: tuple[str, ...]
+    settings: dict[str, Any]
+
+    def to_frame(self) -> pd.DataFrame:
+        """Columns ``module, l2``: the row ``all`` (``total``), then one row per module."""
+        rows = [(ALL, self.total), *self.per_module.items()]
+        return pd.DataFrame(rows, columns=["module", "l2"])
 
 
 def _differing_keys(a: dict[str, torch.Tensor], b: dict[str, torch.Tensor]) -> list[str]:
@@ -89,16 +110,16 @@ def parameter_distance(
     modules: Sequence[str] | None = None,
     exclude_head: bool | str = "auto",
     include_buffers: bool = False,
-) -> pd.DataFrame:
+) -> DistanceResult:
     """l2 distance between ``a`` and ``b`` (modules or state dicts of one architecture).
 
-    Returns a frame with columns ``module, l2``: first the row ``all`` (the whole
-    compared parameter vector), then one row per module -- by default
+    ``total``: over the whole compared parameter vector (the row ``all`` of
+    :meth:`DistanceResult.to_frame`); ``per_module``: one entry per module -- by default
     :func:`~transferlens.analysis.statedict.default_modules` (``conv1``, each residual
     block, the head for ResNets). ``exclude_head``: ``"auto"`` leaves the head out
     when the two heads differ in shape (P vs P-T), ``True`` always, ``False`` never,
-    or a module name to leave out. Left-out modules are listed in
-    ``frame.attrs["excluded"]`` and their rows have ``l2 = NaN``. Only parameters are
+    or a module name to leave out. Left-out modules are listed in ``excluded`` and
+    their distance is NaN. Only parameters are
     compared unless ``include_buffers`` (floating buffers such as BatchNorm statistics;
     integer buffers never). A bare state dict does not tell parameters from buffers,
     so when neither input is an ``nn.Module`` every floating entry counts.
@@ -122,15 +143,22 @@ def parameter_distance(
         for key in compared
     }
 
+    settings = {
+        "modules": None if modules is None else list(modules),
+        "exclude_head": exclude_head,
+        "include_buffers": include_buffers,
+    }
     if modules is None:
         modules = default_modules(a if isinstance(a, nn.Module) else b)
     modules = check_modules(state_a, modules)
-    rows = [(ALL, math.sqrt(sum(squared.values())))]
+    twice = sorted({module for module in modules if modules.count(module) > 1})
+    if twice:
+        raise UserInputError(f"modules are listed twice: {', '.join(twice)}")
+    per_module = {}
     for module in modules:
         if any(under(module, prefix) for prefix in excluded):
-            rows.append((module, float("nan")))
-            continue
-        rows.append((module, math.sqrt(sum(squared[key] for key in keys_under(squared, module)))))
-    frame = pd.DataFrame(rows, columns=["module", "l2"])
-    frame.attrs["excluded"] = list(excluded)
-    return frame
+            per_module[module] = float("nan")
+        else:
+            per_module[module] = math.sqrt(sum(squared[key] for key in keys_under(squared, module)))
+    total = math.sqrt(sum(squared.values()))
+    return DistanceResult(total, per_module, tuple(excluded), settings)

@@ -15,28 +15,26 @@ from collections.abc import Iterable, Iterator
 import torch
 from torch import nn
 
+from transferlens.analysis.checks import check_task
 from transferlens.errors import UserInputError
-from transferlens.evaluation import EvalResult, evaluate
-from transferlens.metrics import TASKS, Task
+from transferlens.evaluation import EvalResult, evaluate, model_device
+from transferlens.metrics import Task
 
 Batch = tuple[torch.Tensor, torch.Tensor]
 # Without an explicit budget, at most this fraction of the free device memory holds data.
 DEVICE_MEMORY_FRACTION = 0.5
 
 
-def resolve_device(
+def analysis_device(
     device: str | torch.device | None, model: nn.Module | None = None
 ) -> torch.device:
-    """``device`` if given, else the device of the model's first parameter, else the CPU."""
+    """``device`` if given, else the model's (:func:`~transferlens.evaluation.model_device`), else the CPU."""
     if device is not None:
         try:
             return torch.device(device)
         except (RuntimeError, TypeError):
             raise UserInputError(f"unknown device {device!r}") from None
-    if model is not None:
-        for tensor in model.parameters():
-            return tensor.device
-    return torch.device("cpu")
+    return model_device(model) if model is not None else torch.device("cpu")
 
 
 def _split(item: object) -> Batch:
@@ -66,7 +64,7 @@ class PreparedBatches:
         max_batches: int | None = None,
         max_device_bytes: int | None = None,
     ) -> None:
-        self.device = resolve_device(device)
+        self.device = analysis_device(device)
         if max_batches is not None and max_batches < 1:
             raise UserInputError(f"max_batches must be at least 1 (got {max_batches})")
         budget = max_device_bytes
@@ -121,11 +119,6 @@ def prepare_batches(
     ):
         return data
     return PreparedBatches(data, device, max_batches=max_batches)
-
-
-def check_task(task: str) -> None:
-    if task not in TASKS:
-        raise UserInputError(f"unknown task {task!r}; expected one of {', '.join(TASKS)}")
 
 
 def evaluate_batches(model: nn.Module, batches: Iterable[Batch], task: Task) -> EvalResult:

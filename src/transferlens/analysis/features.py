@@ -23,6 +23,7 @@ import torch
 from torch import nn
 
 from transferlens.errors import UserInputError
+from transferlens.evaluation import evaluation_mode, model_device
 
 POOLS = (None, "avg")
 _NAMES_SHOWN = 25
@@ -166,15 +167,6 @@ class FeatureExtractor:
         return {layer: captured[layer] for layer in self.layers}
 
 
-def model_device(model: nn.Module) -> torch.device:
-    """The device of the model's first parameter or buffer (CPU if it has none)."""
-    for tensor in model.parameters():
-        return tensor.device
-    for tensor in model.buffers():
-        return tensor.device
-    return torch.device("cpu")
-
-
 def split_batch(batch: Any) -> tuple[Any, Any]:
     """``(x, y)`` from a loader's batch: a ``(x, y, ...)`` sequence, or ``x`` alone (y None)."""
     if isinstance(batch, Sequence) and not isinstance(batch, torch.Tensor) and len(batch) >= 2:
@@ -184,24 +176,9 @@ def split_batch(batch: Any) -> tuple[Any, Any]:
     return batch, None
 
 
-@contextlib.contextmanager
-def evaluation_mode(models: Iterable[nn.Module]) -> Iterator[None]:
-    """Every module in eval mode inside the block; each module's own flag restored after."""
-    models = list(models)
-    flags = [[module.training for module in model.modules()] for model in models]
-    try:
-        for model in models:
-            model.eval()
-        yield
-    finally:
-        for model, model_flags in zip(models, flags):
-            for module, flag in zip(model.modules(), model_flags):
-                module.training = flag
-
-
 def _channels_last_applies(x: Any) -> bool:
-    # oneDNN's CPU convolutions run channels-last image batches faster (ResNet-18 at
-    # 32 px, 2 threads: 6-10% less time per forward); the layout carries through the net.
+    # oneDNN's CPU convolutions run channels-last image batches faster (timings in
+    # benchmarks/README.md); the layout carries through the net.
     return (
         isinstance(x, torch.Tensor)
         and x.device.type == "cpu"

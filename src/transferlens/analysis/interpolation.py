@@ -23,6 +23,8 @@ from __future__ import annotations
 import copy
 import math
 from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -30,15 +32,16 @@ import torch
 from torch import nn
 from torch.nn.modules.batchnorm import _BatchNorm
 
+from transferlens.analysis.checks import check_count, check_task
 from transferlens.analysis.evalcache import (
     Batch,
-    check_task,
+    analysis_device,
     evaluate_batches,
     prepare_batches,
-    resolve_device,
 )
 from transferlens.analysis.statedict import StateLike, as_state_dict, check_same_layout, is_floating
 from transferlens.errors import UserInputError
+from transferlens.evaluation import evaluation_mode
 from transferlens.metrics import Task
 
 BN_MODES = ("auto", "recompute", "interpolate")
@@ -72,8 +75,7 @@ def interpolate_state_dicts(a: StateLike, b: StateLike, lam: float) -> dict[str,
 
 def lambda_grid(n: int = 11) -> list[float]:
     """``n`` equally spaced values from 0 to 1, both ends included (the paper: 50 or 20)."""
-    if isinstance(n, bool) or not isinstance(n, int) or n < 2:
-        raise UserInputError(f"the lambda grid needs at least 2 points (got {n!r})")
+    check_count(n, "the number of lambda grid points", minimum=2)
     return [float(value) for value in np.linspace(0.0, 1.0, n)]
 
 
@@ -91,26 +93,44 @@ def recompute_batchnorm(model: nn.Module, batches: Iterable[Batch]) -> nn.Module
     over the batches of each batch's mean / unbiased variance. Only the BatchNorm
     layers run in training mode: dropout and the like stay in evaluation mode
     (unlike ``torch.optim.swa_utils.update_bn``, which trains the whole model).
-    Momenta and the model's mode are restored afterwards.
+    Momenta and the mode of every module are restored afterwards.
     """
     layers = batchnorm_layers(model)
     if not layers:
         return model
-    was_training = model.training
     momenta = [layer.momentum for layer in layers]
-    model.eval()
-    for layer in layers:
-        layer.reset_running_stats()
-        layer.momentum = None
-        layer.train()
-    try:
-        for inputs, _ in batches:
-            model(inputs)
-    finally:
-        for layer, momentum in zip(layers, momenta):
-            layer.momentum = momentum
-        model.train(was_training)
+    with evaluation_mode([model]):
+        for layer in layers:
+            layer.reset_running_stats()
+            layer.momentum = None
+            layer.train()
+        try:
+            for inputs, _ in batches:
+                model(inputs)
+        finally:
+            for layer, momentum in zip(layers, momenta):
+                layer.momentum = momentum
     return model
+
+
+@dataclass(frozen=True)
+class InterpolationResult:
+    """Loss and metric of ``(1 - lam) a + lam b`` at each lambda of ``lams``.
+
+    ``bn_mode``: how BatchNorm statistics were handled (``recompute`` or
+    ``interpolate``); ``settings``: ``lams``, ``bn_mode`` (as asked) and ``bn_batches``.
+    """
+
+    lams: tuple[float, ...]
+    loss: tuple[float, ...]
+    metric: tuple[float, ...]
+    bn_mode: str
+    settings: dict[str, Any]
+
+    def to_frame(self) -> pd.DataFrame:
+        """Columns ``lam, loss, metric``, one row per lambda in the order asked."""
+        rows = list(zip(self.lams, self.loss, self.metric))
+        return pd.DataFrame(rows, columns=["lam", "loss", "metric"])
 
 
 def _resolve_bn_mode(model: nn.Module, bn_mode: str, train_loader: object) -> str:
@@ -138,23 +158,24 @@ def interpolation_curve(
     train_loader: Iterable | None = None,
     bn_batches: int | None = None,
     device: str | torch.device | None = None,
-) -> pd.DataFrame:
+) -> InterpolationResult:
     """Loss and metric of ``(1 - lam) a + lam b`` on the whole of ``loader``, for each lambda.
 
     ``model_b`` may be a module or a state dict of ``model_a``'s architecture; the
     inputs are not modified. The evaluation batches (and, for ``bn_mode`` recompute,
     the first ``bn_batches`` training batches, all by default) are read once and
     re-used for every lambda; one working copy of ``model_a`` receives each
-    interpolated state. Returns columns ``lam, loss, metric``;
-    ``frame.attrs["bn_mode"]`` says how BatchNorm statistics were handled.
+    interpolated state. ``lams`` default to :func:`lambda_grid` ``(11)``.
     """
     check_task(task)
     if not isinstance(model_a, nn.Module):
         raise UserInputError("model_a must be an nn.Module (it provides the architecture)")
+    settings = {"lams": None if lams is None else list(lams), "bn_mode": bn_mode,
+                "bn_batches": bn_batches}  # fmt: skip
     lams = lambda_grid(11) if lams is None else [float(lam) for lam in lams]
     if not lams:
         raise UserInputError("lams is empty")
-    device = resolve_device(device, model_a)
+    device = analysis_device(device, model_a)
     working = copy.deepcopy(model_a).to(device).eval()
     # Cloned: the working copy's own tensors change with every load_state_dict.
     state_a = {key: value.detach().clone() for key, value in working.state_dict().items()}
@@ -166,26 +187,29 @@ def interpolation_curve(
     train_batches = None
     if mode == "recompute":
         train_batches = prepare_batches(train_loader, device, max_batches=bn_batches)
-    rows = []
+    losses, metrics = [], []
     for lam in lams:
         working.load_state_dict(interpolate_state_dicts(state_a, state_b, lam))
         if train_batches is not None:
             recompute_batchnorm(working, train_batches)
         point = evaluate_batches(working, batches, task)
-        rows.append((lam, point.loss, point.metric))
-    frame = pd.DataFrame(rows, columns=["lam", "loss", "metric"])
-    frame.attrs["bn_mode"] = mode
-    return frame
+        losses.append(point.loss)
+        metrics.append(point.metric)
+    return InterpolationResult(tuple(lams), tuple(losses), tuple(metrics), mode, settings)
 
 
-def barrier(curve: pd.DataFrame) -> tuple[float, float]:
-    """``(loss_barrier, metric_barrier)`` of a curve with columns ``lam, loss, metric``.
+def barrier(curve: InterpolationResult | pd.DataFrame) -> tuple[float, float]:
+    """``(loss_barrier, metric_barrier)`` of an interpolation curve.
+
+    ``curve``: an :class:`InterpolationResult` or a frame with columns ``lam, loss, metric``.
 
     The line between the ends is evaluated from the nearer end, ``v(0) + lam (v(1) - v(0))``
     or ``v(1) - (1 - lam) (v(1) - v(0))`` (as :func:`torch.lerp` does), so that it passes
     exactly through both ends and a flat curve has a barrier of exactly 0.
     The curve must contain ``lam = 0`` and ``lam = 1``; NaN values give NaN.
     """
+    if isinstance(curve, InterpolationResult):
+        curve = curve.to_frame()
     missing = [column for column in ("lam", "loss", "metric") if column not in curve.columns]
     if missing:
         raise UserInputError(f"the interpolation curve lacks the column {missing[0]!r}")

@@ -14,7 +14,6 @@ a search skip points without changing the values at the points it does evaluate.
 
 from __future__ import annotations
 
-import math
 import zlib
 from collections.abc import Mapping
 
@@ -121,18 +120,3 @@ def squared_distance(
 ) -> float:
     """``sum over names of ||a - b||^2``, accumulated in float64."""
     return float(sum(float(((a[n].double() - b[n].double()) ** 2).sum()) for n in names))
-
-
-def check_grid(values: object, what: str, *, positive: bool) -> list[float]:
-    """A non-empty list of finite floats (strictly positive if ``positive``)."""
-    try:
-        grid = [float(value) for value in values]  # type: ignore[union-attr]
-    except (TypeError, ValueError):
-        raise UserInputError(f"{what} must be a sequence of numbers (got {values!r})") from None
-    if not grid:
-        raise UserInputError(f"{what} is empty")
-    for value in grid:
-        if not math.isfinite(value) or (positive and value <= 0):
-            need = "finite and > 0" if positive else "finite"
-            raise UserInputError(f"{what} must be {need} (got {value})")
-    return grid

@@ -3,7 +3,8 @@
 For each target and each epoch k of P that P-T runs started from (``pretrain_epoch``),
 over seeds: the mean final test metric and the mean optimisation speed, with their
 standard deviations (ddof 1) and the number of runs. Only unshuffled P-T runs count
-(block-shuffled ones answer analysis 1).
+(block-shuffled ones answer analysis 1); in a study's ``runs.csv`` (with its
+``groups`` column), only those of the checkpoint sweep (``pretrain_checkpoints``).
 
 (The module is not named after its function: a submodule `pretrain_checkpoints` would
 shadow the function `transferlens.analysis.pretrain_checkpoints` once imported.)
@@ -11,9 +12,13 @@ shadow the function `transferlens.analysis.pretrain_checkpoints` once imported.)
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+from typing import Any
+
 import pandas as pd
 
 from transferlens.analysis.reuse import check_runs, finished_target_runs
+from transferlens.results import PRETRAIN_CHECKPOINTS_GROUP, has_groups, runs_in_group
 
 REQUIRED = (
     "kind",
@@ -26,11 +31,26 @@ REQUIRED = (
 )
 
 
-def pretrain_checkpoints(runs: pd.DataFrame) -> pd.DataFrame:
-    """Columns ``target, pretrain_epoch, final_test_metric, optimization_speed,
-    final_test_metric_std, optimization_speed_std, n``, sorted by target and epoch.
-    """
+@dataclass(frozen=True)
+class PretrainCheckpointsResult:
+    """The table of the module docstring; ``settings["group"]``: the runs.csv group
+    analysed (``pretrain_checkpoints``; None for a table without groups)."""
+
+    table: pd.DataFrame
+    settings: dict[str, Any]
+
+    def to_frame(self) -> pd.DataFrame:
+        """Columns ``target, pretrain_epoch, final_test_metric, optimization_speed,
+        final_test_metric_std, optimization_speed_std, n``, sorted by target and epoch."""
+        return self.table.copy()
+
+
+def pretrain_checkpoints(runs: pd.DataFrame) -> PretrainCheckpointsResult:
+    """Final test metric and optimisation speed per pre-training epoch (module docstring)."""
     runs = check_runs(runs, REQUIRED)
+    group = PRETRAIN_CHECKPOINTS_GROUP if has_groups(runs) else None
+    if group is not None:
+        runs = runs_in_group(runs, group)
     pt = finished_target_runs(runs, "PT")
     if "block_size" in pt.columns:
         block = pt["block_size"]
@@ -52,4 +72,5 @@ def pretrain_checkpoints(runs: pd.DataFrame) -> pd.DataFrame:
         }
     ).reset_index()
     table["pretrain_epoch"] = table["pretrain_epoch"].astype("int64")
-    return table.sort_values(["target", "pretrain_epoch"], kind="stable").reset_index(drop=True)
+    table = table.sort_values(["target", "pretrain_epoch"], kind="stable").reset_index(drop=True)
+    return PretrainCheckpointsResult(table, {"group": group})

@@ -10,13 +10,30 @@ with the standard deviation over seeds (``*_std``, ddof 1: NaN for a single seed
 and the number of runs (``n_pt``, ``n_rit``). ``block_size`` is empty (NA) for
 unshuffled images and 0 for the pixel shuffle; rows are ordered pixel shuffle,
 then increasing block size, then unshuffled (the paper's ``*, 1, 2, ..., 224``).
+
+Which runs count: in a study's ``runs.csv`` (with its ``groups`` column), the runs of
+the block-shuffle sweep (``block_shuffle``), so that the unshuffled reference is
+trained exactly like the shuffled ones, or the main runs
+(:func:`transferlens.results.main_runs`) of a study without a sweep. In a table
+without groups, every target run, P-T runs only from the final pre-training
+checkpoint (those from earlier ones answer analysis 7).
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+from typing import Any
+
 import pandas as pd
 
 from transferlens.errors import UserInputError
+from transferlens.results import (
+    BLOCK_SHUFFLE_GROUP,
+    MAIN_GROUP,
+    has_groups,
+    main_runs,
+    runs_in_group,
+)
 
 REQUIRED = (
     "kind",
@@ -28,6 +45,21 @@ REQUIRED = (
     "optimization_speed",
 )
 UNSHUFFLED = -1  # stands for an empty block size while grouping (groupby drops NA keys)
+
+
+@dataclass(frozen=True)
+class ReuseResult:
+    """The reuse table (see the module docstring); ``settings["group"]``: the runs.csv
+    group analysed (``block_shuffle`` or ``main``; None for a table without groups)."""
+
+    table: pd.DataFrame
+    settings: dict[str, Any]
+
+    def to_frame(self) -> pd.DataFrame:
+        """Columns ``target, block_size, metric_pt, metric_rit, relative_gap, speed_pt,
+        speed_rit``, then ``metric_pt_std, metric_rit_std, speed_pt_std, speed_rit_std,
+        n_pt, n_rit``."""
+        return self.table.copy()
 
 
 def check_runs(runs: pd.DataFrame, required: tuple[str, ...] = REQUIRED) -> pd.DataFrame:
@@ -87,15 +119,23 @@ def block_size_key(column: pd.Series) -> pd.Series:
     return numbers.fillna(UNSHUFFLED).astype("int64")
 
 
-def feature_reuse(runs: pd.DataFrame) -> pd.DataFrame:
+def _reuse_runs(runs: pd.DataFrame) -> tuple[pd.DataFrame, str | None]:
+    """The runs that answer analysis 1 and the group they came from (module docstring)."""
+    if not has_groups(runs):
+        return runs, None
+    sweep = runs_in_group(runs, BLOCK_SHUFFLE_GROUP)
+    if not sweep.empty:
+        return sweep, BLOCK_SHUFFLE_GROUP
+    return main_runs(runs), MAIN_GROUP
+
+
+def feature_reuse(runs: pd.DataFrame) -> ReuseResult:
     """The reuse table (see the module docstring) from a runs table (DESIGN.md ``runs.csv``).
 
-    Columns: ``target, block_size, metric_pt, metric_rit, relative_gap, speed_pt,
-    speed_rit``, then ``metric_pt_std, metric_rit_std, speed_pt_std, speed_rit_std,
-    n_pt, n_rit``. Runs without a final test metric (unfinished) are left out; a
-    block size seen in only one arm gets NaN for the other.
+    Runs without a final test metric (unfinished) are left out; a block size seen in
+    only one arm gets NaN for the other.
     """
-    runs = check_runs(runs)
+    runs, group = _reuse_runs(check_runs(runs))
     keyed = runs.assign(block_key=block_size_key(runs["block_size"]))
     pt = _summarise(
         _latest_pretraining(finished_target_runs(keyed, "PT")), ["target", "block_key"], "pt"
@@ -113,4 +153,4 @@ def feature_reuse(runs: pd.DataFrame) -> pd.DataFrame:
         "target", "block_size", "metric_pt", "metric_rit", "relative_gap", "speed_pt", "speed_rit",
         "metric_pt_std", "metric_rit_std", "speed_pt_std", "speed_rit_std", "n_pt", "n_rit",
     ]  # fmt: skip
-    return table[columns].reset_index(drop=True)
+    return ReuseResult(table[columns].reset_index(drop=True), {"group": group})

@@ -25,6 +25,7 @@ from typing import Any
 
 import numpy as np
 
+from transferlens.analysis.checks import check_count
 from transferlens.errors import UserInputError
 
 # Index rows drawn per call of a vectorised statistic: bounds memory (r * n int64s)
@@ -35,10 +36,14 @@ Interval = tuple[Any, Any]
 
 
 def _check_settings(n_resamples: int, confidence: float) -> None:
-    if isinstance(n_resamples, bool) or not isinstance(n_resamples, int) or n_resamples < 1:
-        raise UserInputError(f"n_resamples must be a positive integer (got {n_resamples!r})")
+    check_count(n_resamples, "n_resamples", minimum=1)
     if not 0.0 < float(confidence) < 1.0:
         raise UserInputError(f"confidence must be between 0 and 1 (got {confidence!r})")
+
+
+def check_n_bootstrap(n_bootstrap: int) -> int:
+    """The analyses' number of resamples: an integer >= 0 (0: no interval, NaN bounds)."""
+    return check_count(n_bootstrap, "n_bootstrap", minimum=0)
 
 
 def percentile_interval(replicates: np.ndarray, confidence: float = 0.95) -> Interval:

@@ -2,49 +2,32 @@
 
 Models come from run folders (--run DIR, at --epoch: a number, final or best) or
 weights files (--weights FILE with --model NAME --num-classes K). Data come from the
-first run's spec (its test split unless --split train) or from --data NAME --domain D
---data-root DIR. The analyses reuse and pretrain-checkpoints read a runs.csv table
-instead. The table is printed and, with --out FILE.csv, written.
+first run's spec (its test split unless --split train; data flags change its keys) or
+from --data NAME --domain D --data-root DIR. The analyses reuse and pretrain-checkpoints
+read a runs.csv table instead. The table is printed and, with --out FILE.csv, written.
+Models and data are loaded by :mod:`transferlens.inputs`, as from Python.
 """
 
 from __future__ import annotations
 
 import argparse
-import sys
-from pathlib import Path
+from collections.abc import Callable
 from typing import Any
 
-import yaml
+import pandas as pd
 
+from transferlens import inputs
+from transferlens.commands.spec_flags import SpecFlags, key_values
+from transferlens.data import DataSpec
+from transferlens.devices import resolve_device
 from transferlens.errors import UserInputError
+from transferlens.io import atomic_write_text
+from transferlens.results import TABLE_COLUMNS
+from transferlens.validation import validate
 
-MODEL_ANALYSES = ("cka", "mistakes", "distance", "interpolation", "criticality")
-HELP = {
-    "cka": "CKA between the same layers of pairs of models (analysis 3)",
-    "mistakes": "common and uncommon mistakes of pairs of models (analysis 2)",
-    "distance": "l2 distance between two models, whole and per module (analysis 4)",
-    "interpolation": "loss and metric on the line between two models, and the barrier (5)",
-    "criticality": "module criticality and rewinding of one run (analysis 6)",
-    "reuse": "feature reuse table from runs.csv (analysis 1)",
-    "pretrain-checkpoints": "which pre-training checkpoint, from runs.csv (analysis 7)",
-}
-
-
-def _yaml_value(text: str) -> Any:
-    try:
-        return yaml.safe_load(text)
-    except yaml.YAMLError:
-        return text
-
-
-def _key_values(items: list[str], flag: str) -> dict[str, Any]:
-    found = {}
-    for item in items:
-        key, sep, value = item.partition("=")
-        if not sep or not key:
-            raise UserInputError(f"{flag}: expected KEY=VALUE (got {item!r})")
-        found[key] = _yaml_value(value)
-    return found
+# Analyses of a runs.csv table; every other analysis runs on models and data.
+TABLE_ANALYSES = ("reuse", "pretrain-checkpoints")
+DATA_FLAGS = SpecFlags(DataSpec)
 
 
 def _add_model_options(parser: argparse.ArgumentParser) -> None:
@@ -64,13 +47,7 @@ def _add_model_options(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--model-kwarg", action="append", default=[], metavar="KEY=VALUE")
     group.add_argument("--name", action="append", default=[], help="names of the models, in order")
     data = parser.add_argument_group("data (default: the first run's spec)")
-    data.add_argument("--data", help="data set registry name, e.g. synthetic")
-    data.add_argument("--domain")
-    data.add_argument("--data-root")
-    data.add_argument("--image-size", type=int)
-    data.add_argument("--train-size", type=int)
-    data.add_argument("--test-size", type=int)
-    data.add_argument("--data-option", action="append", default=[], metavar="KEY=VALUE")
+    DATA_FLAGS.add_to(data)
     data.add_argument(
         "--split", choices=("test", "train"), default="test", help="data to evaluate on"
     )
@@ -84,12 +61,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "analyze", help="run one analysis of the paper", description=__doc__.split("\n\n")[1]
     )
     analyses = parser.add_subparsers(dest="analysis", metavar="ANALYSIS", required=True)
-    for name, text in HELP.items():
+    for name, (text, _) in ANALYSES.items():
         sub = analyses.add_parser(name, help=text, description=text)
-        if name in MODEL_ANALYSES:
-            _add_model_options(sub)
-        else:
+        if name in TABLE_ANALYSES:
             sub.add_argument("--runs", required=True, metavar="CSV", help="runs.csv of a study")
+        else:
+            _add_model_options(sub)
         sub.add_argument("--out", metavar="FILE.csv", help="write the table here (atomically)")
         sub.set_defaults(handler=run)
     cka, mistakes = analyses.choices["cka"], analyses.choices["mistakes"]
@@ -123,123 +100,44 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     criticality.add_argument("--seed", type=int, default=0)
 
 
-def _epoch(text: str) -> int | str:
+def _epoch(text: str, flag: str = "--epoch") -> inputs.Epoch:
     if text in ("final", "best"):
-        return text
+        return text  # type: ignore[return-value]
     try:
         return int(text)
     except ValueError:
-        raise UserInputError(f"--epoch: expected a number, final or best (got {text!r})") from None
+        raise UserInputError(f"{flag}: expected a number, final or best (got {text!r})") from None
 
 
-def _names(args: argparse.Namespace, defaults: list[str]) -> list[str]:
-    if args.name:
-        if len(args.name) != len(defaults):
-            raise UserInputError(f"--name: {len(args.name)} names for {len(defaults)} models")
-        if len(set(args.name)) != len(args.name):
-            raise UserInputError("--name: names must differ")
-        return list(args.name)
-    names = []
-    for name in defaults:
-        unique, index = name, 2
-        while unique in names:
-            unique, index = f"{name}_{index}", index + 1
-        names.append(unique)
-    return names
-
-
-def _weights_model(args: argparse.Namespace, path: str):
-    from transferlens import models
-
-    if not args.model or args.num_classes is None:
+def _models(args: argparse.Namespace) -> dict[str, Any]:
+    """The named models of ``--run`` (at ``--epoch``) and ``--weights``, in the given order."""
+    if args.weights and (not args.model or args.num_classes is None):
         raise UserInputError("--weights needs --model NAME and --num-classes K")
-    model = models.build_model(
-        args.model, args.num_classes, **_key_values(args.model_kwarg, "--model-kwarg")
+    return inputs.load_models(
+        args.run,
+        epochs=[_epoch(text) for text in args.epoch] or ["final"],
+        weights=args.weights,
+        model=args.model,
+        num_classes=args.num_classes,
+        model_kwargs=key_values(args.model_kwarg, "--model-kwarg"),
+        names=args.name or None,
     )
-    state = models.load_weights_file(path)
-    try:
-        model.load_state_dict(state)
-    except RuntimeError as error:
-        reason = " ".join(str(error).split())[:300]
-        raise UserInputError(f"{path}: does not fit model {args.model!r} ({reason})") from None
-    return model.eval()
 
 
-def load_models(args: argparse.Namespace) -> dict[str, Any]:
-    """Named models of ``--run`` (at ``--epoch``) and ``--weights``, in the given order."""
-    from transferlens.train import load_model
-
-    if args.run and args.weights:
-        raise UserInputError("give models either as --run folders or as --weights files")
-    if args.epoch and len(args.epoch) not in (1, len(args.run)):
-        raise UserInputError(f"--epoch: give one, or one per --run ({len(args.run)})")
-    epochs = [_epoch(e) for e in args.epoch] or ["final"]
-    loaded = []
-    for index, run_dir in enumerate(args.run):
-        epoch = epochs[index] if len(epochs) > 1 else epochs[0]
-        loaded.append((Path(run_dir).name, load_model(run_dir, epoch)))
-    for path in args.weights:
-        loaded.append((Path(path).stem, _weights_model(args, path)))
-    if not loaded:
-        raise UserInputError("no models: give --run DIR or --weights FILE")
-    names = _names(args, [name for name, _ in loaded])
-    return dict(zip(names, (model for _, model in loaded)))
-
-
-def _data_spec(args: argparse.Namespace):
-    from transferlens.data import DataSpec
-    from transferlens.validation import validate
-
-    if args.data is not None:
-        fields = {
-            "name": args.data, "domain": args.domain, "root": args.data_root,
-            "image_size": args.image_size, "train_size": args.train_size,
-            "test_size": args.test_size, "options": _key_values(args.data_option, "--data-option"),
-        }  # fmt: skip
-        return validate(
-            DataSpec, {k: v for k, v in fields.items() if v is not None}, "--data"
-        ), None
-    if not args.run:
+def _eval_data(args: argparse.Namespace) -> inputs.EvalData:
+    """The data of ``--data`` (and its flags), or the first run's with the data flags applied."""
+    run_batch = None
+    if DATA_FLAGS.value(args, "name") is not None:
+        spec = validate(DataSpec, DATA_FLAGS.apply({}, args), "--data")
+    elif args.run:
+        spec, run_batch = inputs.run_data(args.run[0])
+        if DATA_FLAGS.given(args):
+            changed = DATA_FLAGS.apply(spec.model_dump(mode="json"), args)
+            spec = validate(DataSpec, changed, f"{args.run[0]} data (with options)")
+    else:
         raise UserInputError("no data: give --data NAME (and --domain, --data-root) or a --run")
-    from transferlens.train import load_run
-
-    record = load_run(args.run[0])
-    spec = record.train_spec()
-    return spec.data, spec.eval_batch_size
-
-
-def load_data(args: argparse.Namespace):
-    """``(splits, batch_size)``: the data of ``--data`` or of the first run's spec."""
-    from transferlens.data import build_data
-
-    spec, run_batch = _data_spec(args)
-    batch_size = args.batch_size or run_batch or 256
-    if batch_size < 1:
-        raise UserInputError(f"--batch-size must be >= 1 (got {batch_size})")
-    return build_data(spec), batch_size
-
-
-def _loader(splits, split: str, batch_size: int, workers: int):
-    from torch.utils.data import DataLoader
-
-    if split == "test":
-        dataset = splits.test
-    else:  # training images without augmentation, as evaluated during training
-        dataset = splits.train_eval if splits.train_eval is not None else splits.train
-    return DataLoader(dataset, batch_size=batch_size, shuffle=False, num_workers=workers)
-
-
-def _device(text: str):
-    import torch
-
-    if text == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if text.startswith("cuda") and not torch.cuda.is_available():
-        raise UserInputError(f"--device: {text!r} requested but CUDA is not available")
-    try:
-        return torch.device(text)
-    except RuntimeError:
-        raise UserInputError(f"--device: unknown device {text!r}") from None
+    batch_size = args.batch_size or run_batch or inputs.DEFAULT_EVAL_BATCH_SIZE
+    return inputs.eval_data(spec, batch_size=batch_size, num_workers=args.num_workers)
 
 
 def _two(models: dict[str, Any], analysis: str) -> tuple[list[str], list[Any]]:
@@ -248,140 +146,140 @@ def _two(models: dict[str, Any], analysis: str) -> tuple[list[str], list[Any]]:
     return list(models), list(models.values())
 
 
-def _with_label(frame, label: str):
+def _with_label(frame: pd.DataFrame, label: str) -> pd.DataFrame:
     return frame.assign(pair=label)[["pair", *frame.columns]]
 
 
-def _analyse_models(args: argparse.Namespace):
-    from transferlens.analysis import distance, interpolation
+def _distance(args: argparse.Namespace) -> pd.DataFrame:
+    from transferlens.analysis import parameter_distance
 
-    name = args.analysis
-    if name == "criticality":
-        return _criticality(args)
-    models = load_models(args)
-    if name == "distance":
-        names, (a, b) = _two(models, name)
-        frame = distance.parameter_distance(
-            a, b, modules=args.modules, include_buffers=args.include_buffers
-        )
-        if frame.attrs["excluded"]:
-            print(f"left out (heads of different shapes): {', '.join(frame.attrs['excluded'])}")
-        return _with_label(frame, args.label or "-".join(names))
-    device = _device(args.device)
-    splits, batch_size = load_data(args)
-    loader = _loader(splits, args.split, batch_size, args.num_workers)
-    if name == "interpolation":
-        names, (a, b) = _two(models, name)
-        curve = interpolation.interpolation_curve(
-            a, b, loader, splits.task, lams=interpolation.lambda_grid(args.points),
-            bn_mode=args.bn_mode, device=device,
-            train_loader=_loader(splits, "train", batch_size, args.num_workers),
-        )  # fmt: skip
-        label = args.label or "-".join(names)
-        loss_barrier, metric_barrier = interpolation.barrier(curve)
-        print(f"{label}: loss barrier {loss_barrier:.6g}, metric barrier {metric_barrier:.6g}")
-        if args.barriers_out:
-            import pandas as pd
+    names, (a, b) = _two(_models(args), "distance")
+    result = parameter_distance(a, b, modules=args.modules, include_buffers=args.include_buffers)
+    if result.excluded:
+        print(f"left out (heads of different shapes): {', '.join(result.excluded)}")
+    return _with_label(result.to_frame(), args.label or "-".join(names))
 
-            barriers = pd.DataFrame(
-                [(label, loss_barrier, metric_barrier)],
-                columns=["pair", "loss_barrier", "metric_barrier"],
-            )
-            _write(barriers, args.barriers_out)
-        return _with_label(curve, label)
+
+def _interpolation(args: argparse.Namespace) -> pd.DataFrame:
+    from transferlens.analysis import barrier, interpolation_curve, lambda_grid
+
+    names, (a, b) = _two(_models(args), "interpolation")
+    device = resolve_device(args.device, key="--device")
+    data = _eval_data(args)
+    curve = interpolation_curve(
+        a, b, data.loader(args.split), data.task, lams=lambda_grid(args.points),
+        bn_mode=args.bn_mode, device=device, train_loader=data.loader("train"),
+    )  # fmt: skip
+    label = args.label or "-".join(names)
+    loss_barrier, metric_barrier = barrier(curve)
+    print(f"{label}: loss barrier {loss_barrier:.6g}, metric barrier {metric_barrier:.6g}")
+    if args.barriers_out:
+        columns = [c for c in TABLE_COLUMNS["barriers"] if c != "target"]
+        _write(pd.DataFrame([(label, loss_barrier, metric_barrier)], columns=columns),
+               args.barriers_out)  # fmt: skip
+    return _with_label(curve.to_frame(), label)
+
+
+def _cka_or_mistakes(args: argparse.Namespace) -> pd.DataFrame:
+    models = _models(args)
+    device = resolve_device(args.device, key="--device")
+    loader = _eval_data(args).loader(args.split)
     for model in models.values():
         model.to(device)
     pairs = [tuple(pair) for pair in args.pair] if args.pair else None
-    if name == "cka":
-        from transferlens.analysis.cka_models import cka
+    if args.analysis == "cka":
+        from transferlens.analysis import cka_many
 
-        return cka(
-            models,
-            loader,
-            layers=args.layers,
-            pairs=pairs,
-            n_bootstrap=args.bootstrap,
+        return cka_many(
+            models, loader, layers=args.layers, pairs=pairs, n_bootstrap=args.bootstrap,
             device=device,
-        ).to_frame()
-    from transferlens.analysis.mistake_tables import mistakes
+        ).to_frame()  # fmt: skip
+    from transferlens.analysis import mistakes
 
     return mistakes(
         models, pairs, loader=loader, n_bootstrap=args.bootstrap, device=device
     ).to_frame()
 
 
-def _criticality(args: argparse.Namespace):
-    import numpy as np
-
-    from transferlens.analysis import criticality
+def _criticality(args: argparse.Namespace) -> pd.DataFrame:
+    from transferlens.analysis import criticality_grid, module_criticality
+    from transferlens.train import load_model
 
     if len(args.run) + len(args.weights) != 1:
         raise UserInputError("criticality: give one --run (or one --weights with --init-weights)")
-    final = load_models(args)
+    final = next(iter(_models(args).values()))
     if args.run:
-        from transferlens.train import load_model
-
-        init = load_model(args.run[0], _epoch(args.init_epoch))
+        init = load_model(args.run[0], _epoch(args.init_epoch, "--init-epoch"))
+    elif args.init_weights:
+        init = inputs.load_weights_model(
+            args.init_weights, args.model, args.num_classes,
+            key_values(args.model_kwarg, "--model-kwarg"),
+        )  # fmt: skip
     else:
-        if not args.init_weights:
-            raise UserInputError("criticality with --weights needs --init-weights FILE")
-        init = _weights_model(args, args.init_weights)
+        raise UserInputError("criticality with --weights needs --init-weights FILE")
     for flag, value in (
         ("--alpha-points", args.alpha_points),
         ("--sigma-points", args.sigma_points),
     ):
         if value < 2:
             raise UserInputError(f"{flag} must be at least 2 (got {value})")
-    splits, batch_size = load_data(args)
-    frame = criticality.module_criticality(
-        next(iter(final.values())), init,
-        _loader(splits, args.loss_split, batch_size, args.num_workers), splits.task,
-        modules=args.modules, alphas=np.linspace(0.0, 1.0, args.alpha_points),
-        sigmas=np.linspace(1e-16, 1.0, args.sigma_points), n_noise=args.noise_samples,
-        tolerance=args.tolerance, seed=args.seed, device=_device(args.device),
-        metric_loader=_loader(splits, args.split, batch_size, args.num_workers),
+    data = _eval_data(args)
+    alphas, sigmas = criticality_grid(args.alpha_points, args.sigma_points)
+    result = module_criticality(
+        final, init, data.loader(args.loss_split), data.task,
+        modules=args.modules, alphas=alphas, sigmas=sigmas, n_noise=args.noise_samples,
+        tolerance=args.tolerance, seed=args.seed, device=resolve_device(args.device, key="--device"),
+        metric_loader=data.loader(args.split),
     )  # fmt: skip
-    passes, full = frame.attrs["n_forward_passes"], frame.attrs["n_full_grid_passes"]
-    print(f"forward passes: {passes} of the full grid's {full}")
-    return frame
+    print(
+        f"forward passes: {result.n_forward_passes} of the full grid's {result.n_full_grid_passes}"
+    )
+    return result.to_frame()
 
 
-def _runs_table(path: str):
-    import pandas as pd
+def _reuse(args: argparse.Namespace) -> pd.DataFrame:
+    from transferlens.analysis import feature_reuse
 
-    file = Path(path)
-    if not file.is_file():
-        raise UserInputError(f"--runs: {file}: file not found")
-    try:
-        return pd.read_csv(file)
-    except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as error:
-        raise UserInputError(
-            f"--runs: {file}: not a readable CSV ({type(error).__name__})"
-        ) from None
+    return feature_reuse(inputs.read_runs_table(args.runs)).to_frame()
 
 
-def _write(frame, path: str) -> None:
-    from transferlens.io import atomic_write_text
+def _pretrain_checkpoints(args: argparse.Namespace) -> pd.DataFrame:
+    from transferlens.analysis import pretrain_checkpoints
 
-    if not path.endswith(".csv"):
-        raise UserInputError(f"--out: expected a .csv file name (got {path!r})")
+    return pretrain_checkpoints(inputs.read_runs_table(args.runs)).to_frame()
+
+
+# name -> (help, function of the parsed arguments returning the table)
+ANALYSES: dict[str, tuple[str, Callable[[argparse.Namespace], pd.DataFrame]]] = {
+    "cka": ("CKA between the same layers of pairs of models (analysis 3)", _cka_or_mistakes),
+    "mistakes": ("common and uncommon mistakes of pairs of models (analysis 2)", _cka_or_mistakes),
+    "distance": ("l2 distance between two models, whole and per module (analysis 4)", _distance),
+    "interpolation": (
+        "loss and metric on the line between two models, and the barrier (5)",
+        _interpolation,
+    ),
+    "criticality": ("module criticality and rewinding of one run (analysis 6)", _criticality),
+    "reuse": ("feature reuse table from runs.csv (analysis 1)", _reuse),
+    "pretrain-checkpoints": (
+        "which pre-training checkpoint, from runs.csv (analysis 7)",
+        _pretrain_checkpoints,
+    ),
+}
+
+
+def _write(frame: pd.DataFrame, path: str) -> None:
     atomic_write_text(path, frame.to_csv(index=False))
 
 
 def run(args: argparse.Namespace) -> int:
-    if args.out and not args.out.endswith(".csv"):
-        raise UserInputError(f"--out: expected a .csv file name (got {args.out!r})")
-    if args.analysis == "reuse":
-        from transferlens.analysis.reuse import feature_reuse
-
-        frame = feature_reuse(_runs_table(args.runs))
-    elif args.analysis == "pretrain-checkpoints":
-        from transferlens.analysis.pretraining import pretrain_checkpoints
-
-        frame = pretrain_checkpoints(_runs_table(args.runs))
-    else:
-        frame = _analyse_models(args)
-    print(frame.to_string(index=False), file=sys.stdout)
+    for flag in ("out", "barriers_out"):
+        path = getattr(args, flag, None)
+        if path and not path.endswith(".csv"):
+            option = "--" + flag.replace("_", "-")
+            raise UserInputError(f"{option}: expected a .csv file name (got {path!r})")
+    _, analysis = ANALYSES[args.analysis]
+    frame = analysis(args)
+    print(frame.to_string(index=False))
     if args.out:
         _write(frame, args.out)
         print(f"wrote {args.out}")

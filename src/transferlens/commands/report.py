@@ -13,9 +13,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "report",
         help="HTML report (every figure and table) and the findings of a study",
         description=(
-            "Write STUDY_DIR/report/index.html with its figures from STUDY_DIR/results/*.csv "
-            "and the run folders; sections whose analysis was not run say so. Prints the "
-            "table of the paper's findings."
+            "Write STUDY_DIR/report/index.html with its figures from STUDY_DIR/results/ "
+            "alone (the run folders are not read); sections whose analysis was not run say "
+            "so. Prints the table of the paper's findings."
         ),
     )
     parser.add_argument("study_dir", metavar="STUDY_DIR", help="the study folder (holds results/)")
@@ -27,9 +27,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from transferlens.report.findings import findings_from_results, findings_table
-    from transferlens.report.page import build_report
-    from transferlens.report.tables import load_results
+    from transferlens.report import (
+        build_report,
+        findings_from_results,
+        findings_table,
+        load_results,
+    )
 
     study_dir = Path(args.study_dir)
     if not study_dir.is_dir():

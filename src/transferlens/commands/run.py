@@ -6,6 +6,7 @@ import argparse
 import sys
 
 from transferlens.errors import EXIT_FAILURE, EXIT_OK
+from transferlens.study.executors import EXECUTORS
 from transferlens.study.runner import execute_plan, open_study
 
 
@@ -19,7 +20,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("study", help="study YAML file (e.g. studies/demo.yaml)")
     parser.add_argument("--out", help="study folder (default: the study's output, runs/<name>)")
     parser.add_argument("--data-root", help="folder of the real data sets ($TRANSFERLENS_DATA)")
-    parser.add_argument("--executor", choices=("local", "slurm"), default="local")
+    parser.add_argument(
+        "--executor",
+        choices=tuple(EXECUTORS),
+        default="local",
+        help="local worker processes, torchrun (every run multi-process) or slurm",
+    )
     parser.add_argument(
         "--devices", help="cpu, auto, or GPU indices like 0,1,2,3 (default: the study's, else auto)"
     )

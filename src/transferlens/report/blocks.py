@@ -1,17 +1,21 @@
 """What a report section is made of (figures, tables, notes) and the context that builds them.
 
-A section builder receives a :class:`SectionContext` (the loaded tables, target
-order and tasks, the folder being written) and returns a :class:`Section`; the page
-template renders the blocks in order. A figure is written as a PNG next to
+A :class:`SectionKind` declares a section (anchor, title, introduction, the tables it
+shows) and the function that fills it from a :class:`SectionContext` (the loaded
+tables, target order and tasks, the folder being written); a section whose tables are
+all absent is "not run" without calling it. The page template renders the blocks in
+order. A figure is written as a PNG next to
 ``index.html`` at once, atomically, and referenced by its file name.
 """
 
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import pandas as pd
 from matplotlib.figure import Figure
 
 from transferlens.io import atomic_write_bytes
@@ -129,6 +133,25 @@ class SectionContext:
         self.images_written.append(file_name)
         return file_name
 
-    def not_run_section(self, section: Section, *tables: str) -> Section:
-        section.not_run = [f"results/{table}.csv" for table in tables]
+    def targets_in(self, table: pd.DataFrame) -> list[str]:
+        """The targets that have rows in ``table``, closest to the source first."""
+        return [target for target in self.targets if (table["target"] == target).any()]
+
+
+@dataclass(frozen=True)
+class SectionKind:
+    """One section of the page: ``fill`` adds its blocks once one of ``tables`` is loaded."""
+
+    id: str
+    title: str
+    intro: str
+    tables: tuple[str, ...]
+    fill: Callable[[SectionContext, Section], None]
+
+    def build(self, ctx: SectionContext) -> Section:
+        section = Section(self.id, self.title, self.intro)
+        if all(ctx.results.get(name) is None for name in self.tables):
+            section.not_run = [f"results/{name}.csv" for name in self.tables]
+        else:
+            self.fill(ctx, section)
         return section

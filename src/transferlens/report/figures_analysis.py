@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import numpy as np
 import pandas as pd
+from matplotlib.axes import Axes
 from matplotlib.figure import Figure
 
 from transferlens.report.figures import (
@@ -18,7 +19,7 @@ from transferlens.report.figures import (
 )
 from transferlens.report.formatting import format_metric_difference, metric_axis_label, metric_scale
 from transferlens.report.gallery import model_names
-from transferlens.report.tables import PAIRS
+from transferlens.results import PAIRS
 
 _HEATMAP = "viridis"
 
@@ -122,6 +123,28 @@ def plot_cka_matrices(matrix: pd.DataFrame, targets: list[str]) -> Figure:
     return figure
 
 
+def _module_panel(
+    axes: Axes,
+    target: str,
+    modules: list[str],
+    ylabel: str,
+    lines: list[tuple[str, str, pd.Series]],
+) -> None:
+    """One panel of a quantity per module (bottom of the network left): a line per
+    ``(label, colour, value by module)``."""
+    for label, color, values in lines:
+        axes.plot(
+            range(len(modules)), values.reindex(modules).to_numpy(float), marker="o",
+            markersize=3, color=color, label=label,
+        )  # fmt: skip
+    axes.set_xticks(range(len(modules)), modules, rotation=60, ha="right", fontsize=7)
+    axes.set_title(target)
+    axes.set_xlabel("module")
+    axes.set_ylabel(ylabel)
+    style_axes(axes)
+    axes.legend(fontsize=8)
+
+
 def plot_distance_modules(distance: pd.DataFrame, targets: list[str]) -> Figure:
     """l2 distance per module (bottom to top of the network) for each pair, per target."""
     per_module = distance[distance["module"] != "all"]
@@ -129,19 +152,16 @@ def plot_distance_modules(distance: pd.DataFrame, targets: list[str]) -> Figure:
     figure, panels = panel_grid(len(shown), columns=2, width=6.0, height=3.4)
     for axes, target in zip(panels, shown):
         rows = per_module[per_module["target"] == target]
+        lines = [
+            (
+                pair,
+                color_of(pair, position),
+                rows[rows["pair"] == pair].groupby("module")["l2"].mean(),
+            )
+            for position, pair in enumerate(_pairs_in(rows))
+        ]
         modules = list(dict.fromkeys(rows["module"]))
-        for position, pair in enumerate(_pairs_in(rows)):
-            values = rows[rows["pair"] == pair].groupby("module")["l2"].mean().reindex(modules)
-            axes.plot(
-                range(len(modules)), values.to_numpy(float), marker="o", markersize=3,
-                color=color_of(pair, position), label=pair,
-            )  # fmt: skip
-        axes.set_xticks(range(len(modules)), modules, rotation=60, ha="right", fontsize=7)
-        axes.set_title(target)
-        axes.set_xlabel("module")
-        axes.set_ylabel("l2 distance of parameters")
-        style_axes(axes)
-        axes.legend(fontsize=8)
+        _module_panel(axes, target, modules, "l2 distance of parameters", lines)
     return figure
 
 
@@ -230,26 +250,17 @@ def plot_criticality(criticality: pd.DataFrame, targets: list[str]) -> Figure:
     figure, panels = panel_grid(len(shown), columns=2, width=6.0, height=3.4)
     for axes, target in zip(panels, shown):
         rows = criticality[criticality["target"] == target]
-        modules = list(dict.fromkeys(rows["module"]))
+        lines = []
         for init in ("PT", "RIT"):
             values = rows[rows["init"] == init].groupby("module")["criticality"].mean()
-            if values.empty:
-                continue
-            values = values.reindex(modules)
-            axes.plot(
-                range(len(modules)), values.to_numpy(float), marker="o", markersize=3,
-                color=color_of(init), label=INIT_LABELS[init],
-            )  # fmt: skip
+            if not values.empty:
+                lines.append((INIT_LABELS[init], color_of(init), values))
+        modules = list(dict.fromkeys(rows["module"]))
+        _module_panel(axes, target, modules, "criticality (alpha^2 ||delta||^2 / sigma^2)", lines)
         finite = rows["criticality"].to_numpy(float)
         finite = finite[np.isfinite(finite)]
         if finite.size and (finite > 0).all():
             axes.set_yscale("log")
-        axes.set_xticks(range(len(modules)), modules, rotation=60, ha="right", fontsize=7)
-        axes.set_title(target)
-        axes.set_xlabel("module")
-        axes.set_ylabel("criticality (alpha^2 ||delta||^2 / sigma^2)")
-        style_axes(axes)
-        axes.legend(fontsize=8)
     return figure
 
 

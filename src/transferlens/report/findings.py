@@ -68,7 +68,7 @@ def findings_from_results(results: StudyResults) -> list[Finding]:
 def compute_findings(results_dir: str | Path) -> list[Finding]:
     """Decide the paper's findings from ``<study>/results/*.csv`` (a study folder also works).
 
-    ``study.json`` beside ``results/`` orders the targets (closest to the source first).
+    ``results/study.json`` orders the targets (closest to the source first).
     Raises UserInputError when the folder does not exist or a table is malformed.
     """
     folder = Path(results_dir)

@@ -9,7 +9,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from transferlens.report.formatting import format_metric, format_metric_difference
-from transferlens.report.tables import StudyResults, main_target_runs
+from transferlens.report.tables import StudyResults
+from transferlens.results import main_runs
 
 # A pre-training checkpoint "saturates" the target once its final metric is within this
 # much (a fraction: 1 accuracy point, or 0.01 of ROC-AUC) of the best checkpoint's.
@@ -61,7 +62,7 @@ def headline(ctx: FindingContext) -> tuple[dict[str, tuple[float, float]], str]:
     runs = ctx.results.get("runs")
     values: dict[str, tuple[float, float]] = {}
     if runs is not None:
-        main = main_target_runs(runs).dropna(subset=["final_test_metric"])
+        main = main_runs(runs).dropna(subset=["final_test_metric"])
         means = main.groupby(["target", "init"])["final_test_metric"].mean()
         for target in ctx.targets:
             if (target, "PT") in means.index and (target, "RIT") in means.index:

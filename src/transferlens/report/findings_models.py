@@ -13,7 +13,7 @@ import pandas as pd
 
 from transferlens.report.findings_core import Finding, FindingContext, not_run
 from transferlens.report.formatting import format_interval
-from transferlens.report.tables import main_target_runs
+from transferlens.results import main_runs
 
 
 @dataclass(frozen=True)
@@ -176,7 +176,7 @@ def rewind_costs_rit_more(ctx: FindingContext) -> Finding:
         return not_run(key, statement, "criticality.csv is missing", sections)
     if runs is None:
         return not_run(key, statement, "runs.csv (the un-rewound metric) is missing", sections)
-    baseline = main_target_runs(runs).groupby(["target", "init"])["final_test_metric"].mean()
+    baseline = main_runs(runs).groupby(["target", "init"])["final_test_metric"].mean()
     parts, verdicts = [], []
     for target in ctx.targets:
         rows = criticality[criticality["target"] == target]

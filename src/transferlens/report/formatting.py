@@ -38,22 +38,23 @@ def is_missing(value: object) -> bool:
         return False
 
 
-def format_metric(value: float | None, task: str) -> str:
-    """``78.5%`` (accuracy) or ``0.785`` (ROC-AUC); ``n/a`` when missing."""
+def _metric_text(value: float | None, task: str, percent_unit: str) -> str:
+    """ROC-AUC (``multilabel``) as a fraction, accuracy in percent followed by ``percent_unit``."""
     if is_missing(value):
         return "n/a"
     if task == "multilabel":
         return f"{float(value):.3f}"
-    return f"{100.0 * float(value):.1f}%"
+    return f"{100.0 * float(value):.1f}{percent_unit}"
+
+
+def format_metric(value: float | None, task: str) -> str:
+    """``78.5%`` (accuracy) or ``0.785`` (ROC-AUC); ``n/a`` when missing."""
+    return _metric_text(value, task, "%")
 
 
 def format_metric_difference(value: float | None, task: str) -> str:
     """A difference of metrics: ``12.3 points`` (accuracy) or ``0.123`` (ROC-AUC)."""
-    if is_missing(value):
-        return "n/a"
-    if task == "multilabel":
-        return f"{float(value):.3f}"
-    return f"{100.0 * float(value):.1f} points"
+    return _metric_text(value, task, " points")
 
 
 def format_number(value: float | None, digits: int = 2) -> str:

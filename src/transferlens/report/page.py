@@ -1,5 +1,8 @@
 """Build the whole report folder: ``<study>/report/index.html`` plus its PNG figures.
 
+Everything is read from ``<study>/results/`` (:func:`transferlens.report.tables.load_results`
+and the gallery's saved images); the run folders are never opened. The sections are
+:data:`SECTIONS`, in the order of the paper.
 The folder is assembled in a staging folder beside the target and swapped into place
 only when complete, so a reader sees the old report or the new one, never a half
 written one. The page is self-contained: CSS inline, figures as files next to it, no
@@ -18,31 +21,23 @@ import jinja2
 from transferlens import __version__
 from transferlens.errors import UserInputError
 from transferlens.io import atomic_write_text
-from transferlens.report import gallery
 from transferlens.report.blocks import Section, SectionContext
 from transferlens.report.findings import Finding, findings_from_results
-from transferlens.report.gallery import ImageLoader
+from transferlens.report.gallery import ImageLoader, load_test_images
 from transferlens.report.provenance import RUN_COLUMNS, Provenance, collect_provenance, total_time
 from transferlens.report.sections_analysis import (
-    cka_section,
-    criticality_section,
-    distance_section,
-    interpolation_section,
-    mistakes_section,
+    CKA,
+    CRITICALITY,
+    DISTANCE,
+    INTERPOLATION,
+    MISTAKES,
 )
-from transferlens.report.sections_training import pretrain_section, reuse_section, training_section
+from transferlens.report.sections_training import PRETRAIN, REUSE, TRAINING
 from transferlens.report.tables import StudyResults, load_results, ordered_targets, target_tasks
+from transferlens.results import RESULTS_DIR
 
-SECTION_BUILDERS = (
-    training_section,
-    reuse_section,
-    mistakes_section,
-    cka_section,
-    distance_section,
-    interpolation_section,
-    criticality_section,
-    pretrain_section,
-)
+# In the order of the paper.
+SECTIONS = (TRAINING, REUSE, MISTAKES, CKA, DISTANCE, INTERPOLATION, CRITICALITY, PRETRAIN)
 
 
 def _template(name: str) -> str:
@@ -113,17 +108,18 @@ def build_report(
 ) -> Path:
     """Write the report of ``study_dir`` and return the path of its ``index.html``.
 
-    ``output_dir`` defaults to ``<study_dir>/report``. ``image_loader(study_dir, target,
-    indices) -> uint8 [n, H, W, C]`` supplies the gallery's test images (default:
-    :func:`transferlens.report.gallery.load_test_images`). Sections whose tables are
-    missing say so; a missing study folder, or a folder with neither ``results/``,
-    ``runs/`` nor ``study.json``, is a UserInputError.
+    Only ``<study_dir>/results/`` is read (:mod:`transferlens.results`): the run
+    folders may be gone. ``output_dir`` defaults to ``<study_dir>/report``.
+    ``image_loader(study_dir, target, indices) -> uint8 [n, H, W, C]`` supplies the
+    gallery's test images (default: :func:`transferlens.report.gallery.load_test_images`).
+    Sections whose tables are missing say so; a missing study folder, or one without
+    ``results/``, is a UserInputError.
     """
     root = Path(study_dir)
     if not root.is_dir():
         raise UserInputError(f"{root}: study folder not found")
-    if not any((root / name).exists() for name in ("results", "runs", "study.json")):
-        raise UserInputError(f"{root}: not a study folder (no results/, runs/ or study.json)")
+    if not (root / RESULTS_DIR).is_dir():
+        raise UserInputError(f"{root}: not a study folder with results (no {RESULTS_DIR}/)")
     output = Path(output_dir) if output_dir is not None else root / "report"
     output.parent.mkdir(parents=True, exist_ok=True)
     results = load_results(root)
@@ -131,10 +127,9 @@ def build_report(
     tasks = target_tasks(results, targets)
     staging = Path(tempfile.mkdtemp(prefix=f".{output.name}.staging.", dir=output.parent))
     try:
-        # Looked up at call time so that a replaced hook (tests, the data layer) is used.
-        loader = image_loader if image_loader is not None else gallery.load_test_images
+        loader = image_loader if image_loader is not None else load_test_images
         ctx = SectionContext(results, targets, tasks, staging, loader)
-        sections = [build(ctx) for build in SECTION_BUILDERS]
+        sections = [kind.build(ctx) for kind in SECTIONS]
         html = render_page(
             title=_study_title(results),
             results=results,
@@ -142,7 +137,9 @@ def build_report(
             tasks=tasks,
             findings=findings_from_results(results),
             sections=sections,
-            provenance=collect_provenance(root, results.study, results.get("runs")),
+            provenance=collect_provenance(
+                results.study, results.get("runs"), results.get("provenance")
+            ),
         )
         atomic_write_text(staging / "index.html", html)
         _swap_into_place(staging, output)

@@ -1,21 +1,23 @@
 """Where the numbers come from: the study spec, library versions, and every run with its
-hash, status and timing."""
+hash, status and timing.
+
+The runs are read from ``results/runs.csv`` (what each run is) and
+``results/provenance.csv`` (what its folder held: epochs logged, summed per-epoch
+seconds, spec digest, completion), both written by the study layer.
+"""
 
 from __future__ import annotations
 
-import hashlib
 import json
 import platform
 import sys
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from importlib import metadata
-from pathlib import Path
 from typing import Any
 
 import pandas as pd
 
-from transferlens.io import read_jsonl
 from transferlens.report.formatting import block_label, is_missing
 
 LIBRARIES = ("transferlens", "torch", "torchvision", "numpy", "pandas", "matplotlib", "jinja2")
@@ -57,13 +59,29 @@ def _duration(seconds: float) -> str:
     return f"{seconds / 3600:.2f} h"
 
 
-def _run_folder_facts(run_dir: Path) -> tuple[int, float, str, bool]:
-    """(epochs logged, summed per-epoch seconds, spec sha256 prefix, complete marker present)."""
-    records = read_jsonl(run_dir / "metrics.jsonl") if run_dir.is_dir() else []
-    seconds = sum(float(r.get("seconds") or 0.0) for r in records if isinstance(r, dict))
-    spec = run_dir / "spec.json"
-    digest = hashlib.sha256(spec.read_bytes()).hexdigest()[:12] if spec.is_file() else "n/a"
-    return len(records), seconds, digest, (run_dir / "complete.json").is_file()
+@dataclass(frozen=True)
+class _FolderFacts:
+    """One row of provenance.csv: what a run's folder held."""
+
+    epochs_logged: int = 0
+    train_seconds: float = 0.0
+    spec_sha256: str = "n/a"
+    complete: bool = False
+
+
+def _folder_facts(provenance: pd.DataFrame | None) -> dict[str, _FolderFacts]:
+    """provenance.csv by run id (empty values read as "none logged")."""
+    if provenance is None:
+        return {}
+    facts = {}
+    for row in provenance.to_dict("records"):
+        facts[str(row["run_id"])] = _FolderFacts(
+            epochs_logged=0 if is_missing(row["epochs_logged"]) else int(row["epochs_logged"]),
+            train_seconds=0.0 if is_missing(row["train_seconds"]) else float(row["train_seconds"]),
+            spec_sha256=_text(row["spec_sha256"]) or "n/a",
+            complete=bool(row["complete"]),
+        )
+    return facts
 
 
 def _text(value: Any) -> str:
@@ -72,54 +90,42 @@ def _text(value: Any) -> str:
     return str(int(value)) if isinstance(value, float) and value.is_integer() else str(value)
 
 
-def run_rows(study_dir: Path, runs: pd.DataFrame | None) -> tuple[list[list[str]], float]:
+def run_rows(
+    runs: pd.DataFrame | None, provenance: pd.DataFrame | None
+) -> tuple[list[list[str]], float]:
     """One row per run (runs.csv first, then run folders it does not list) and the total time.
 
-    Train time is the sum of the per-epoch ``seconds`` of the run's metrics.jsonl.
+    Train time is provenance.csv's ``train_seconds`` (the sum of the run's per-epoch
+    seconds); a run it does not list shows no epochs and no time.
     """
+    facts = _folder_facts(provenance)
     rows, total = [], 0.0
-    listed: set[str] = set()
-    if runs is not None:
-        for run in runs.to_dict("records"):
-            run_id = str(run["run_id"])
-            listed.add(run_id)
-            epochs, seconds, digest, complete = _run_folder_facts(study_dir / "runs" / run_id)
-            total += seconds
-            status = _text(run.get("status")) or ("complete" if complete else "unknown")
-            rows.append(
-                [
-                    run_id,
-                    _text(run.get("kind")),
-                    _text(run.get("init")),
-                    _text(run.get("target")),
-                    _text(run.get("seed")),
-                    "" if run.get("kind") == "source" else block_label(run.get("block_size")),
-                    _text(run.get("pretrain_epoch")),
-                    status,
-                    str(epochs),
-                    _duration(seconds),
-                    digest,
-                ]
-            )
-    runs_dir = study_dir / "runs"
-    folders = sorted(p for p in runs_dir.iterdir() if p.is_dir()) if runs_dir.is_dir() else []
-    for folder in folders:
-        if folder.name in listed:
-            continue
-        epochs, seconds, digest, complete = _run_folder_facts(folder)
-        total += seconds
-        status = "complete" if complete else "incomplete (not in runs.csv)"
-        kind = folder.name.split("-", 1)[0]
-        rows.append(
-            [folder.name, kind, "", "", "", "", "", status, str(epochs), _duration(seconds), digest]
-        )
+    for run in [] if runs is None else runs.to_dict("records"):
+        run_id = str(run["run_id"])
+        folder = facts.pop(run_id, _FolderFacts())
+        total += folder.train_seconds
+        status = _text(run.get("status")) or ("complete" if folder.complete else "unknown")
+        block = "" if run.get("kind") == "source" else block_label(run.get("block_size"))
+        described = [_text(run.get(key)) for key in ("kind", "init", "target", "seed")]
+        pretrain_epoch = _text(run.get("pretrain_epoch"))
+        rows.append([run_id, *described, block, pretrain_epoch, status, *_folder_cells(folder)])
+    for run_id, folder in sorted(facts.items()):  # folders the plan no longer names
+        total += folder.train_seconds
+        status = "complete" if folder.complete else "incomplete (not in runs.csv)"
+        kind = run_id.split("-", 1)[0]
+        rows.append([run_id, kind, "", "", "", "", "", status, *_folder_cells(folder)])
     return rows, total
 
 
+def _folder_cells(folder: _FolderFacts) -> list[str]:
+    return [str(folder.epochs_logged), _duration(folder.train_seconds), folder.spec_sha256]
+
+
 def collect_provenance(
-    study_dir: Path, study: dict[str, Any] | None, runs: pd.DataFrame | None
+    study: dict[str, Any] | None, runs: pd.DataFrame | None, provenance: pd.DataFrame | None
 ) -> Provenance:
-    rows, total = run_rows(study_dir, runs)
+    """The page's provenance from results/study.json, runs.csv and provenance.csv."""
+    rows, total = run_rows(runs, provenance)
     return Provenance(
         generated=datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
         python=sys.version.split()[0],

@@ -13,6 +13,7 @@ from transferlens.report.blocks import (
     NoteBlock,
     Section,
     SectionContext,
+    SectionKind,
     TableBlock,
 )
 from transferlens.report.figures_analysis import (
@@ -40,7 +41,7 @@ from transferlens.report.gallery import (
     model_names,
     tile_png,
 )
-from transferlens.report.tables import PAIRS
+from transferlens.results import PAIRS
 
 
 def _pair_order(frame: pd.DataFrame) -> list[str]:
@@ -86,7 +87,7 @@ def _gallery_blocks(ctx: SectionContext, section: Section) -> None:
     if examples is None:
         section.missing_note("mistakes_examples", "the gallery of test images")
         return
-    for target in [t for t in ctx.targets if (examples["target"] == t).any()]:
+    for target in ctx.targets_in(examples):
         rows = examples[examples["target"] == target]
         for pair in _pair_order(rows):
             groups = []
@@ -113,18 +114,8 @@ def _gallery_blocks(ctx: SectionContext, section: Section) -> None:
             )
 
 
-def mistakes_section(ctx: SectionContext) -> Section:
-    section = Section(
-        "mistakes",
-        "Common and uncommon mistakes",
-        "For two models on the same test set: examples both get right, both get wrong (common "
-        "mistakes) and exactly one gets wrong (uncommon). Cohen's kappa of the two "
-        "correct/incorrect vectors measures how consistent their errors are; brackets are "
-        "its interval.",
-    )
-    mistakes = ctx.results.get("mistakes")
-    if mistakes is None:
-        return ctx.not_run_section(section, "mistakes")
+def _fill_mistakes(ctx: SectionContext, section: Section) -> None:
+    mistakes = ctx.results.tables["mistakes"]
     rows = []
     for target in ctx.targets:
         for pair in _pair_order(mistakes[mistakes["target"] == target]):
@@ -163,20 +154,11 @@ def mistakes_section(ctx: SectionContext) -> Section:
         )
     )
     _gallery_blocks(ctx, section)
-    return section
 
 
-def cka_section(ctx: SectionContext) -> Section:
-    section = Section(
-        "cka",
-        "Feature similarity (CKA)",
-        "Linear CKA between the outputs of the same layer in two models (paper Table 1), "
-        "brackets are intervals; then CKA between every pair of layers.",
-    )
-    cka = ctx.results.get("cka")
-    if cka is None:
-        return ctx.not_run_section(section, "cka")
-    for target in [t for t in ctx.targets if (cka["target"] == t).any()]:
+def _fill_cka(ctx: SectionContext, section: Section) -> None:
+    cka = ctx.results.tables["cka"]
+    for target in ctx.targets_in(cka):
         rows = cka[cka["target"] == target]
         layers = list(dict.fromkeys(rows["layer"]))
         means = rows.groupby(["pair", "layer"])[["cka", "cka_low", "cka_high"]].mean()
@@ -202,7 +184,7 @@ def cka_section(ctx: SectionContext) -> Section:
     matrix = ctx.results.get("cka_matrix")
     if matrix is None:
         section.missing_note("cka_matrix", "the layer-by-layer CKA heatmap")
-        return section
+        return
     section.blocks.append(
         ctx.figure(
             plot_cka_matrices(matrix, ctx.targets),
@@ -211,21 +193,12 @@ def cka_section(ctx: SectionContext) -> Section:
             "second (columns); one row of panels per target.",
         )
     )
-    return section
 
 
-def distance_section(ctx: SectionContext) -> Section:
-    section = Section(
-        "distance",
-        "Parameter distances",
-        "l2 distance between the parameter vectors of two models, whole network (paper Table 2) "
-        "and per module.",
-    )
-    distance = ctx.results.get("distance")
-    if distance is None:
-        return ctx.not_run_section(section, "distance")
+def _fill_distance(ctx: SectionContext, section: Section) -> None:
+    distance = ctx.results.tables["distance"]
     whole = distance[distance["module"] == "all"]
-    targets = [t for t in ctx.targets if (whole["target"] == t).any()]
+    targets = ctx.targets_in(whole)
     if targets:
         means = whole.groupby(["pair", "target"])["l2"].mean()
         rows = [
@@ -245,19 +218,10 @@ def distance_section(ctx: SectionContext) -> Section:
                 "l2 distance per module, from the bottom of the network (left) to the top.",
             )
         )
-    return section
 
 
-def interpolation_section(ctx: SectionContext) -> Section:
-    section = Section(
-        "interpolation",
-        "Performance barriers",
-        "Test metric and loss of (1 - lambda) theta + lambda theta' between two models (paper "
-        "Fig. 4). The barrier is the largest drop below the straight line between the ends.",
-    )
+def _fill_interpolation(ctx: SectionContext, section: Section) -> None:
     interpolation, barriers = ctx.results.get("interpolation"), ctx.results.get("barriers")
-    if interpolation is None and barriers is None:
-        return ctx.not_run_section(section, "interpolation", "barriers")
     if interpolation is not None:
         section.blocks.append(
             ctx.figure(
@@ -271,7 +235,7 @@ def interpolation_section(ctx: SectionContext) -> Section:
         section.missing_note("interpolation", "the interpolation curve")
     if barriers is None:
         section.missing_note("barriers", "the barrier table")
-        return section
+        return
     rows = []
     for target in ctx.targets:
         chosen = barriers[barriers["target"] == target]
@@ -292,79 +256,120 @@ def interpolation_section(ctx: SectionContext) -> Section:
             rows,
         )
     )
-    return section
 
 
-def criticality_section(ctx: SectionContext) -> Section:
-    section = Section(
-        "criticality",
-        "Module criticality",
-        "Rewinding one module to its initial value, every other module final (paper Fig. 5), "
-        "and Chatterji et al.'s criticality mu_i = min alpha^2 ||theta_f - theta_0||^2 / sigma^2 "
-        "over the (alpha, sigma) whose noisy, partly rewound network keeps the training loss; "
-        "then conv1's test metric over (distance from its init, noise sigma) (paper Fig. 6).",
+def _add_rewinding(ctx: SectionContext, section: Section, criticality: pd.DataFrame) -> None:
+    """The rewinding heatmap, the criticality per module and their table (paper Fig. 5)."""
+    section.blocks.append(
+        ctx.figure(
+            plot_rewind_heatmap(criticality, ctx.targets, ctx.tasks),
+            "rewind_heatmap",
+            "Test metric after rewinding each module (rows) of each model (columns).",
+        )
     )
+    section.blocks.append(
+        ctx.figure(
+            plot_criticality(criticality, ctx.targets),
+            "criticality",
+            "Criticality per module (higher = the module cannot move back or take noise).",
+        )
+    )
+    rows = []
+    for target in ctx.targets:
+        chosen = criticality[criticality["target"] == target]
+        columns = ["rewind_metric", "criticality", "alpha", "sigma"]
+        means = chosen.groupby(["module", "init"], sort=False)[columns].mean()
+        for module in dict.fromkeys(chosen["module"]):
+            cells = [target, module]
+            for init in ("PT", "RIT"):
+                if (module, init) not in means.index:
+                    cells += ["n/a", "n/a"]
+                    continue
+                row = means.loc[(module, init)]
+                cells += [
+                    format_metric(row["rewind_metric"], ctx.tasks[target]),
+                    f"{_general(row['criticality'])} (alpha {format_number(row['alpha'])}, "
+                    f"sigma {format_number(row['sigma'])})",
+                ]
+            rows.append(cells)
+    section.blocks.append(
+        TableBlock(
+            "Rewound metric and criticality (with its minimising alpha and sigma) per module.",
+            [
+                "target",
+                "module",
+                "P-T rewound",
+                "P-T criticality",
+                "RI-T rewound",
+                "RI-T criticality",
+            ],
+            rows,
+        )
+    )
+
+
+def _fill_criticality(ctx: SectionContext, section: Section) -> None:
     criticality, paths = ctx.results.get("criticality"), ctx.results.get("criticality_path")
-    if criticality is None and paths is None:
-        return ctx.not_run_section(section, "criticality", "criticality_path")
     if criticality is None:
         section.missing_note("criticality", "the rewinding heatmap and the criticality values")
     else:
-        section.blocks.append(
-            ctx.figure(
-                plot_rewind_heatmap(criticality, ctx.targets, ctx.tasks),
-                "rewind_heatmap",
-                "Test metric after rewinding each module (rows) of each model (columns).",
-            )
-        )
-        section.blocks.append(
-            ctx.figure(
-                plot_criticality(criticality, ctx.targets),
-                "criticality",
-                "Criticality per module (higher = the module cannot move back or take noise).",
-            )
-        )
-        rows = []
-        for target in ctx.targets:
-            chosen = criticality[criticality["target"] == target]
-            columns = ["rewind_metric", "criticality", "alpha", "sigma"]
-            means = chosen.groupby(["module", "init"], sort=False)[columns].mean()
-            for module in dict.fromkeys(chosen["module"]):
-                cells = [target, module]
-                for init in ("PT", "RIT"):
-                    if (module, init) not in means.index:
-                        cells += ["n/a", "n/a"]
-                        continue
-                    row = means.loc[(module, init)]
-                    cells += [
-                        format_metric(row["rewind_metric"], ctx.tasks[target]),
-                        f"{_general(row['criticality'])} (alpha {format_number(row['alpha'])}, "
-                        f"sigma {format_number(row['sigma'])})",
-                    ]
-                rows.append(cells)
-        section.blocks.append(
-            TableBlock(
-                "Rewound metric and criticality (with its minimising alpha and sigma) per module.",
-                [
-                    "target",
-                    "module",
-                    "P-T rewound",
-                    "P-T criticality",
-                    "RI-T rewound",
-                    "RI-T criticality",
-                ],
-                rows,
-            )
-        )
+        _add_rewinding(ctx, section, criticality)
     if paths is None:
         section.missing_note("criticality_path", "the conv1 picture over (distance, sigma)")
-    else:
-        section.blocks.append(
-            ctx.figure(
-                plot_conv1_paths(paths, ctx.targets, ctx.tasks),
-                "conv1_paths",
-                "conv1: test metric over the distance from its initial value (x) and the noise "
-                "sigma (y), along the direct path and along the training checkpoints.",
-            )
-        )
-    return section
+        return
+    caption = (
+        "conv1: test metric over the distance from its initial value (x) and the noise sigma "
+        "(y), along the direct path and along the training checkpoints."
+    )
+    figure = plot_conv1_paths(paths, ctx.targets, ctx.tasks)
+    section.blocks.append(ctx.figure(figure, "conv1_paths", caption))
+
+
+MISTAKES = SectionKind(
+    "mistakes",
+    "Common and uncommon mistakes",
+    "For two models on the same test set: examples both get right, both get wrong (common "
+    "mistakes) and exactly one gets wrong (uncommon). Cohen's kappa of the two "
+    "correct/incorrect vectors measures how consistent their errors are; brackets are "
+    "its interval.",
+    tables=("mistakes",),
+    fill=_fill_mistakes,
+)
+
+CKA = SectionKind(
+    "cka",
+    "Feature similarity (CKA)",
+    "Linear CKA between the outputs of the same layer in two models (paper Table 1), "
+    "brackets are intervals; then CKA between every pair of layers.",
+    tables=("cka",),
+    fill=_fill_cka,
+)
+
+DISTANCE = SectionKind(
+    "distance",
+    "Parameter distances",
+    "l2 distance between the parameter vectors of two models, whole network (paper Table 2) "
+    "and per module.",
+    tables=("distance",),
+    fill=_fill_distance,
+)
+
+INTERPOLATION = SectionKind(
+    "interpolation",
+    "Performance barriers",
+    "Test metric and loss of (1 - lambda) theta + lambda theta' between two models (paper "
+    "Fig. 4). The barrier is the largest drop below the straight line between the ends.",
+    tables=("interpolation", "barriers"),
+    fill=_fill_interpolation,
+)
+
+CRITICALITY = SectionKind(
+    "criticality",
+    "Module criticality",
+    "Rewinding one module to its initial value, every other module final (paper Fig. 5), "
+    "and Chatterji et al.'s criticality mu_i = min alpha^2 ||theta_f - theta_0||^2 / sigma^2 "
+    "over the (alpha, sigma) whose noisy, partly rewound network keeps the training loss; "
+    "then conv1's test metric over (distance from its init, noise sigma) (paper Fig. 6).",
+    tables=("criticality", "criticality_path"),
+    fill=_fill_criticality,
+)

@@ -5,15 +5,14 @@ from __future__ import annotations
 
 import pandas as pd
 
-from transferlens.io import read_jsonl
-from transferlens.report.blocks import NoteBlock, Section, SectionContext, TableBlock
+from transferlens.report.blocks import NoteBlock, Section, SectionContext, SectionKind, TableBlock
 from transferlens.report.figures import (
     plot_learning_curves,
     plot_pretrain_checkpoints,
     plot_reuse,
 )
 from transferlens.report.formatting import block_label, block_sort_key, format_metric
-from transferlens.report.tables import main_target_runs
+from transferlens.results import main_runs
 
 
 def _spread(values: pd.Series, task: str) -> str:
@@ -28,46 +27,26 @@ def _spread(values: pd.Series, task: str) -> str:
     return f"{mean} ({low}\u2013{high}, n={len(values)})"
 
 
-def learning_curves_frame(ctx: SectionContext, main: pd.DataFrame) -> pd.DataFrame:
-    """target, init, run_id, epoch, test_metric of the main runs, from their metrics.jsonl."""
-    records = []
-    for row in main.itertuples(index=False):
-        path = ctx.results.study_dir / "runs" / str(row.run_id) / "metrics.jsonl"
-        for record in read_jsonl(path):
-            if "epoch" in record and record.get("test_metric") is not None:
-                records.append(
-                    {
-                        "target": row.target,
-                        "init": row.init,
-                        "run_id": row.run_id,
-                        "epoch": int(record["epoch"]),
-                        "test_metric": float(record["test_metric"]),
-                    }
-                )
-    return pd.DataFrame.from_records(
-        records, columns=["target", "init", "run_id", "epoch", "test_metric"]
-    )
+def learning_curves_frame(epochs: pd.DataFrame | None, main: pd.DataFrame) -> pd.DataFrame:
+    """target, init, run_id, epoch, test_metric of the main runs, from epochs.csv."""
+    columns = ["target", "init", "run_id", "epoch", "test_metric"]
+    if epochs is None:
+        return pd.DataFrame(columns=columns)
+    curves = epochs[["run_id", "epoch", "test_metric"]].dropna(subset=["epoch", "test_metric"])
+    curves = curves.merge(main[["run_id", "target", "init"]], on="run_id", how="inner")
+    return curves.astype({"epoch": int, "test_metric": float})[columns]
 
 
-def training_section(ctx: SectionContext) -> Section:
-    section = Section(
-        "training",
-        "P-T vs RI-T: learning curves",
-        "Test metric per epoch of the pre-trained model fine-tuned on each target (P-T) and of "
-        "the same network trained from a random initialisation (RI-T), on unshuffled images "
-        "(paper Fig. 2). Targets run from the closest to the source to the farthest.",
-    )
-    runs = ctx.results.get("runs")
-    if runs is None:
-        return ctx.not_run_section(section, "runs")
-    main = main_target_runs(runs)
+def _fill_training(ctx: SectionContext, section: Section) -> None:
+    runs = ctx.results.tables["runs"]
+    main = main_runs(runs)
     if main.empty:
         section.blocks.append(
             NoteBlock("runs.csv has no unshuffled P-T or RI-T target run.", "warn")
         )
-        return section
-    curves = learning_curves_frame(ctx, main)
-    targets = [t for t in ctx.targets if (curves["target"] == t).any()]
+        return
+    curves = learning_curves_frame(ctx.results.get("epochs"), main)
+    targets = ctx.targets_in(curves)
     if targets:
         section.blocks.append(
             ctx.figure(
@@ -80,7 +59,9 @@ def training_section(ctx: SectionContext) -> Section:
     else:
         section.blocks.append(
             NoteBlock(
-                "No runs/<run_id>/metrics.jsonl was found, so no learning curve is drawn.", "warn"
+                "results/epochs.csv is missing or has no epoch of these runs, so no learning "
+                "curve is drawn.",
+                "warn",
             )
         )
     rows = []
@@ -122,33 +103,13 @@ def training_section(ctx: SectionContext) -> Section:
             rows,
         )
     )
-    return section
 
 
-def reuse_section(ctx: SectionContext) -> Section:
-    section = Section(
-        "reuse",
-        "Feature reuse: block shuffling",
-        "Images cut into b x b blocks permuted by one fixed permutation ('pixel' = all values "
-        "permuted, 'none' = unshuffled). Relative gap = 100 (P-T - RI-T) / P-T; optimisation "
-        "speed = mean training metric (evaluation mode) over all epochs (paper Fig. 3).",
-    )
-    reuse = ctx.results.get("reuse")
-    if reuse is None:
-        return ctx.not_run_section(section, "reuse")
-    targets = [t for t in ctx.targets if (reuse["target"] == t).any()]
-    section.blocks.append(
-        ctx.figure(
-            plot_reuse(reuse, targets, ctx.tasks),
-            "block_shuffling",
-            "Left: final test metric of P-T and RI-T per block size, the relative gap printed "
-            "over each pair. Right: optimisation speed. Error bars span the seeds when there "
-            "are several.",
-        )
-    )
+def _reuse_rows(reuse: pd.DataFrame, targets: list[str], tasks: dict[str, str]) -> list[list[str]]:
+    """Per target and block size (unshuffled first): the means over seeds of reuse.csv."""
     rows = []
     for target in targets:
-        task = ctx.tasks[target]
+        task = tasks[target]
         table = reuse[reuse["target"] == target]
         grouped = table.groupby(table["block_size"].fillna(-1)).mean(numeric_only=True)
         for key in sorted(grouped.index, key=lambda k: block_sort_key(None if k == -1 else k)):
@@ -164,46 +125,31 @@ def reuse_section(ctx: SectionContext) -> Section:
                     format_metric(row["speed_rit"], task),
                 ]
             )
-    section.blocks.append(
-        TableBlock(
-            "Block shuffling (mean over seeds).",
-            [
-                "target",
-                "block size",
-                "P-T final",
-                "RI-T final",
-                "relative gap",
-                "P-T speed",
-                "RI-T speed",
-            ],
-            rows,
-        )
-    )
-    return section
+    return rows
 
 
-def pretrain_section(ctx: SectionContext) -> Section:
-    section = Section(
-        "pretrain",
-        "Which pre-training checkpoint to fine-tune from",
-        "P-T started from P's checkpoint after k epochs of pre-training (k = 0: P's random "
-        "init): final test metric and optimisation speed on each target (paper Fig. 7).",
+def _fill_reuse(ctx: SectionContext, section: Section) -> None:
+    reuse = ctx.results.tables["reuse"]
+    targets = ctx.targets_in(reuse)
+    caption = (
+        "Left: final test metric of P-T and RI-T per block size, the relative gap printed over "
+        "each pair. Right: optimisation speed. Error bars span the seeds when there are several."
     )
-    table = ctx.results.get("pretrain_checkpoints")
-    if table is None:
-        return ctx.not_run_section(section, "pretrain_checkpoints")
-    targets = [t for t in ctx.targets if (table["target"] == t).any()]
     section.blocks.append(
-        ctx.figure(
-            plot_pretrain_checkpoints(table, targets, ctx.tasks),
-            "pretrain_checkpoints",
-            "Final test metric (blue) and optimisation speed (green) of P-T vs the pre-training "
-            "epoch it started from; bands span the seeds when there are several.",
-        )
+        ctx.figure(plot_reuse(reuse, targets, ctx.tasks), "block_shuffling", caption)
     )
+    header = ["target", "block size", "P-T final", "RI-T final", "relative gap", "P-T speed",
+              "RI-T speed"]  # fmt: skip
+    rows = _reuse_rows(reuse, targets, ctx.tasks)
+    section.blocks.append(TableBlock("Block shuffling (mean over seeds).", header, rows))
+
+
+def _pretrain_rows(
+    table: pd.DataFrame, targets: list[str], tasks: dict[str, str]
+) -> list[list[str]]:
+    """Per target and pre-training epoch: the means over seeds and the number of runs."""
     rows = []
     for target in targets:
-        task = ctx.tasks[target]
         grouped = table[table["target"] == target].groupby("pretrain_epoch")
         means = grouped[["final_test_metric", "optimization_speed"]].mean().sort_index()
         for epoch, row in means.iterrows():
@@ -211,16 +157,57 @@ def pretrain_section(ctx: SectionContext) -> Section:
                 [
                     target,
                     str(epoch),
-                    format_metric(row["final_test_metric"], task),
-                    format_metric(row["optimization_speed"], task),
+                    format_metric(row["final_test_metric"], tasks[target]),
+                    format_metric(row["optimization_speed"], tasks[target]),
                     str(int(grouped.size()[epoch])),
                 ]
             )
+    return rows
+
+
+def _fill_pretrain(ctx: SectionContext, section: Section) -> None:
+    table = ctx.results.tables["pretrain_checkpoints"]
+    targets = ctx.targets_in(table)
+    figure = plot_pretrain_checkpoints(table, targets, ctx.tasks)
+    caption = (
+        "Final test metric (blue) and optimisation speed (green) of P-T vs the pre-training "
+        "epoch it started from; bands span the seeds when there are several."
+    )
+    section.blocks.append(ctx.figure(figure, "pretrain_checkpoints", caption))
     section.blocks.append(
         TableBlock(
             "Fine-tuning from pre-training checkpoints (mean over seeds).",
             ["target", "pre-training epoch", "final test", "optimisation speed", "runs"],
-            rows,
+            _pretrain_rows(table, targets, ctx.tasks),
         )
     )
-    return section
+
+
+TRAINING = SectionKind(
+    "training",
+    "P-T vs RI-T: learning curves",
+    "Test metric per epoch of the pre-trained model fine-tuned on each target (P-T) and of "
+    "the same network trained from a random initialisation (RI-T), on unshuffled images "
+    "(paper Fig. 2). Targets run from the closest to the source to the farthest.",
+    tables=("runs",),
+    fill=_fill_training,
+)
+
+REUSE = SectionKind(
+    "reuse",
+    "Feature reuse: block shuffling",
+    "Images cut into b x b blocks permuted by one fixed permutation ('pixel' = all values "
+    "permuted, 'none' = unshuffled). Relative gap = 100 (P-T - RI-T) / P-T; optimisation "
+    "speed = mean training metric (evaluation mode) over all epochs (paper Fig. 3).",
+    tables=("reuse",),
+    fill=_fill_reuse,
+)
+
+PRETRAIN = SectionKind(
+    "pretrain",
+    "Which pre-training checkpoint to fine-tune from",
+    "P-T started from P's checkpoint after k epochs of pre-training (k = 0: P's random "
+    "init): final test metric and optimisation speed on each target (paper Fig. 7).",
+    tables=("pretrain_checkpoints",),
+    fill=_fill_pretrain,
+)

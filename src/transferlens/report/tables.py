@@ -1,9 +1,10 @@
-"""Reading a study's results tables for the report: columns checked, missing tables tolerated.
+"""Reading ``<study>/results/`` for the report: columns checked, missing tables tolerated.
 
-Every table the report reads is listed in :data:`TABLE_COLUMNS` with the columns it
-needs (DESIGN.md's tables plus the three extra tables the report proposes, see
-:mod:`transferlens.report`). A table that is absent is an analysis that was not run:
-its section says so. A table that is present but malformed (not CSV, a needed column
+The folder's contract (table names, their columns, ``study.json``) is
+:mod:`transferlens.results`; this module only reads it, with dtypes: names stay text
+even when they look like numbers, integer columns that may be empty are ``Int64``,
+``complete`` is boolean. A table that is absent is an analysis that was not run: its
+section says so. A table that is present but malformed (not CSV, a needed column
 missing) is bad input and raises :class:`UserInputError` naming the file and column.
 """
 
@@ -18,42 +19,21 @@ from typing import Any
 import pandas as pd
 
 from transferlens.errors import UserInputError
+from transferlens.results import RESULTS_DIR, STUDY_JSON, TABLE_COLUMNS, table_path
 
-TABLE_COLUMNS: dict[str, tuple[str, ...]] = {
-    "runs": (
-        "run_id", "kind", "init", "target", "seed", "block_size", "pretrain_epoch", "epochs",
-        "final_test_metric", "best_test_metric", "optimization_speed", "status",
-    ),
-    "reuse": (
-        "target", "block_size", "metric_pt", "metric_rit", "relative_gap", "speed_pt", "speed_rit",
-    ),
-    "mistakes": (
-        "target", "pair", "n", "both_right", "both_wrong", "only_first_wrong",
-        "only_second_wrong", "kappa", "kappa_low", "kappa_high",
-    ),
-    "mistakes_examples": (
-        "target", "pair", "cell", "index", "label", "pred_first", "pred_second",
-    ),
-    "cka": ("target", "pair", "layer", "cka", "cka_low", "cka_high"),
-    "cka_matrix": ("target", "pair", "layer_a", "layer_b", "cka"),
-    "distance": ("target", "pair", "module", "l2"),
-    "interpolation": ("target", "pair", "lam", "loss", "metric"),
-    "barriers": ("target", "pair", "loss_barrier", "metric_barrier"),
-    "criticality": ("target", "init", "module", "rewind_metric", "criticality", "alpha", "sigma"),
-    "criticality_path": ("target", "init", "path", "distance", "sigma", "metric"),
-    "pretrain_checkpoints": ("target", "pretrain_epoch", "final_test_metric", "optimization_speed"),
-}  # fmt: skip
-
-# Columns holding names (kept as text even when they look like numbers).
+# Columns holding names (kept as text even when they look like numbers: a spec digest
+# can be all digits).
 _TEXT_COLUMNS = (
     "run_id", "kind", "init", "target", "pair", "layer", "layer_a", "layer_b", "module",
-    "status", "path", "cell", "label", "pred_first", "pred_second",
+    "status", "path", "cell", "label", "pred_first", "pred_second", "spec_sha256", "task",
 )  # fmt: skip
 # Integer columns that may be empty (block_size empty = unshuffled, 0 = pixel shuffle).
-_NULLABLE_INT_COLUMNS = ("block_size", "pretrain_epoch", "seed", "epochs", "index", "n")
-
-PAIRS = ("PT-PT", "PT-RIT", "RIT-RIT", "PT-P", "RIT-P")
-INITS = ("PT", "RIT")
+_NULLABLE_INT_COLUMNS = (
+    "block_size", "pretrain_epoch", "seed", "epochs", "index", "n", "epoch", "epochs_logged",
+)  # fmt: skip
+_BOOLEAN_COLUMNS = ("complete",)
+_BOOLEAN_TEXT = {"true": True, "1": True, "false": False, "0": False}
+TASKS = ("multiclass", "multilabel")
 
 
 @dataclass
@@ -71,7 +51,7 @@ class StudyResults:
 
     @property
     def results_dir(self) -> Path:
-        return self.study_dir / "results"
+        return self.study_dir / RESULTS_DIR
 
 
 def read_table(path: Path, name: str) -> pd.DataFrame | None:
@@ -101,7 +81,9 @@ def read_table(path: Path, name: str) -> pd.DataFrame | None:
             except (ValueError, TypeError):
                 raise UserInputError(f"{path}: column {column} must hold integers") from None
     for column in needed:  # extra columns (e.g. the runner's groups, error) are kept as read
-        if column in _TEXT_COLUMNS:
+        if column in _BOOLEAN_COLUMNS:
+            frame[column] = _booleans(frame[column], path, column)
+        elif column in _TEXT_COLUMNS:
             frame[column] = frame[column].astype("string")
         elif column not in _NULLABLE_INT_COLUMNS:
             try:
@@ -111,9 +93,19 @@ def read_table(path: Path, name: str) -> pd.DataFrame | None:
     return frame
 
 
-def read_study_json(study_dir: Path) -> dict[str, Any] | None:
-    """``study.json`` as a mapping, or ``None`` when absent; UserInputError if not JSON."""
-    path = study_dir / "study.json"
+def _booleans(values: pd.Series, path: Path, column: str) -> pd.Series:
+    """``True``/``False`` (or 1/0, any case) as a boolean column; UserInputError otherwise."""
+    if values.dtype == bool:
+        return values
+    mapped = values.astype("string").str.strip().str.lower().map(_BOOLEAN_TEXT)
+    if mapped.isna().any():
+        raise UserInputError(f"{path}: column {column} must hold true or false")
+    return mapped.astype(bool)
+
+
+def read_study_json(results_dir: Path) -> dict[str, Any] | None:
+    """``results/study.json`` as a mapping, or ``None`` when absent; UserInputError if not JSON."""
+    path = results_dir / STUDY_JSON
     if not path.is_file():
         return None
     try:
@@ -124,11 +116,13 @@ def read_study_json(study_dir: Path) -> dict[str, Any] | None:
 
 
 def load_results(study_dir: str | Path) -> StudyResults:
-    """Load every known table of ``study_dir/results`` (absent ones listed in ``missing``)."""
+    """Load ``study.json`` and every table of ``<study_dir>/results/`` (absent ones listed in
+    ``missing``); nothing outside ``results/`` is read."""
     root = Path(study_dir)
-    results = StudyResults(study_dir=root, study=read_study_json(root))
+    results = StudyResults(study_dir=root)
+    results.study = read_study_json(results.results_dir)
     for name in TABLE_COLUMNS:
-        frame = read_table(root / "results" / f"{name}.csv", name)
+        frame = read_table(table_path(results.results_dir, name), name)
         if frame is None:
             results.missing.append(name)
         else:
@@ -203,63 +197,18 @@ def ordered_targets(results: StudyResults) -> list[str]:
     return target_order(results.study, [results.get(name) for name in names])
 
 
-def main_target_runs(runs: pd.DataFrame) -> pd.DataFrame:
-    """The P-T and RI-T runs of the headline comparison (Fig. 2).
-
-    Target runs on unshuffled images; for P-T only those started from the last
-    pre-training checkpoint used for that target (or with no checkpoint recorded),
-    so that runs of the checkpoint study (Fig. 7) do not blur the comparison. When
-    runs.csv has the study runner's ``groups`` column, its ``main`` group decides.
-    """
-    if "groups" in runs.columns and runs["groups"].notna().any():
-        in_main = runs["groups"].fillna("").astype(str).str.split(";").apply(lambda g: "main" in g)
-        return runs[in_main & (runs["kind"] == "target") & runs["init"].isin(INITS)]
-    frame = runs[(runs["kind"] == "target") & runs["block_size"].isna()]
-    frame = frame[frame["init"].isin(INITS)]
-    keep = []
-    for (_target, init), group in frame.groupby(["target", "init"], sort=False):
-        if init == "PT" and group["pretrain_epoch"].notna().any():
-            last = group["pretrain_epoch"].max()
-            group = group[group["pretrain_epoch"].isna() | (group["pretrain_epoch"] == last)]
-        keep.append(group)
-    return pd.concat(keep) if keep else frame.iloc[0:0]
-
-
-def _task_of_spec(spec: dict[str, Any]) -> str | None:
-    for holder in (spec, spec.get("data") or {}, spec.get("train") or {}):
-        if isinstance(holder, dict) and holder.get("task") in ("multiclass", "multilabel"):
-            return str(holder["task"])
-    return None
-
-
 def target_tasks(results: StudyResults, targets: list[str]) -> dict[str, str]:
-    """``multiclass`` (accuracy) or ``multilabel`` (mean ROC-AUC) per target.
-
-    Read from a ``task`` key of the target's entry in ``study.json`` or of one of its
-    runs' ``complete.json`` or ``spec.json`` (top level, ``data`` or ``train``);
-    ``multiclass`` otherwise.
-    """
+    """``multiclass`` (accuracy) or ``multilabel`` (mean ROC-AUC) per target, from
+    ``targets.csv``; ``multiclass`` for a target it does not list or whose task is empty
+    (no run of it finished yet), and when the table is absent."""
     tasks = {target: "multiclass" for target in targets}
-    entries = study_targets(results.study)
-    for entry in entries if isinstance(entries, list) else []:
-        if isinstance(entry, dict) and entry.get("task") in ("multiclass", "multilabel"):
-            name = next((entry[k] for k in _NAME_KEYS if k in entry), None)
-            if name in tasks:
-                tasks[str(name)] = entry["task"]
-    runs = results.get("runs")
-    if runs is None:
-        return tasks
-    for target in targets:
-        # A few runs suffice: every run of a target has the same task.
-        for run_id in runs.loc[runs["target"] == target, "run_id"].dropna().head(5):
-            task = None
-            for name in ("complete.json", "spec.json"):
-                path = results.study_dir / "runs" / str(run_id) / name
-                try:
-                    task = task or _task_of_spec(json.loads(path.read_text(encoding="utf-8")))
-                except (OSError, json.JSONDecodeError, AttributeError):
-                    continue
-            if task:
-                tasks[target] = task
-                break
+    table = results.get("targets")
+    for target, task in [] if table is None else zip(table["target"], table["task"]):
+        if pd.isna(task):
+            continue
+        if task not in TASKS:
+            path = table_path(results.results_dir, "targets")
+            raise UserInputError(f"{path}: task {task!r} of {target} is not one of {TASKS}")
+        if target in tasks:
+            tasks[str(target)] = str(task)
     return tasks

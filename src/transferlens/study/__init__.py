@@ -2,8 +2,10 @@
 
 ``load_study`` validates a study file, ``plan_study`` expands it into runs named
 ``<kind>-<hash10>``, :class:`StudyStore` is the study folder (runs, locks, results),
-``execute_plan`` trains what is missing with the local or SLURM executor, writes
-``results/runs.csv`` and calls ``transferlens.study.analyses.run_analyses(plan, store)``.
+``execute_plan`` trains what is missing with an executor (``local``, ``torchrun``,
+``slurm``: :data:`transferlens.study.executors.EXECUTORS`), writes ``results/``
+(runs.csv and the files beside it) and calls
+``transferlens.study.analyses.run_analyses(plan, store)``.
 """
 
 from transferlens.study.loading import load_study, parse_study

@@ -10,12 +10,9 @@ the kernel if the process dies, so two processes never train the same run.
 from __future__ import annotations
 
 import importlib
-import os
 import time
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any, Literal
 
 from transferlens.study.plan import PlannedRun
@@ -48,17 +45,6 @@ def resolve_function(reference: str | Callable[..., Any]) -> Callable[..., Any]:
         return reference
     module_name, _, name = reference.partition(":")
     return getattr(importlib.import_module(module_name), name)
-
-
-@contextmanager
-def working_directory(folder: Path) -> Iterator[None]:
-    """Run inside ``folder`` (P-T specs name their source run relative to the runs folder)."""
-    previous = os.getcwd()
-    os.chdir(folder)
-    try:
-        yield
-    finally:
-        os.chdir(previous)
 
 
 def execute_run(
@@ -95,8 +81,8 @@ def execute_run(
                 launch(store, run, on_epoch)
             else:
                 train = resolve_function(train_function)
-                with working_directory(store.runs_dir):
-                    train(run.spec, store.run_dir(run_id), progress=False, on_epoch=on_epoch)
+                spec = store.runnable_spec(run.spec)
+                train(spec, store.run_dir(run_id), progress=False, on_epoch=on_epoch)
         except Exception as error:  # recorded, not raised: the other runs go on
             line = store.record_failure(run_id, error)
             return Outcome(run_id, "failed", line, seconds=time.perf_counter() - start)

@@ -8,7 +8,8 @@ whitespace) without the fields that only say *where* it runs (device, loader wor
 evaluation batch, the data folder) and the later-added fields that are switched off:
 :meth:`TrainSpec.comparable`, what a resumed run must also match. A P-T run's ``init.run``
 holds the source run's id (not a path), so its id changes exactly when the source
-changes; the store swaps in the folder when the run starts. The same spec always maps
+changes; the executor that trains it names the study's runs folder to find it in
+(:meth:`StudyStore.runnable_spec`). The same spec always maps
 to the same folder, and changing one setting renames only the runs it touches.
 
 Sweeps overlap (the unshuffled run of the block sweep may equal the main run, the

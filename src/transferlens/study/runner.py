@@ -4,27 +4,25 @@ Everything is validated before any work starts (:func:`load_study`); the plan is
 written to ``study.json``; the executor trains what is not complete yet (a second
 invocation on a finished study trains nothing and returns at once); ``runs.csv`` is
 regenerated; once every run is complete the analyses run through the hook
-``transferlens.study.analyses.run_analyses(plan, store)`` (imported lazily, skipped
-with a note while that module does not exist). Only one process runs the analyses of
-a study at a time.
+``transferlens.study.analyses.run_analyses(plan, store)``. Only one process runs the
+analyses of a study at a time.
 """
 
 from __future__ import annotations
 
-import importlib
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from transferlens.study import analyses as study_analyses
 from transferlens.study.execute import DEFAULT_TRAIN_FUNCTION
+from transferlens.study.executors import ExecutorOptions, make_executor
 from transferlens.study.loading import default_output, load_study
 from transferlens.study.locks import RunLock
 from transferlens.study.plan import Plan, plan_study
 from transferlens.study.runs_table import write_runs_table
 from transferlens.study.scheduler import Scheduler, blocked_reason, order_ids
 from transferlens.study.store import StudyStore, error_line
-
-ANALYSES_MODULE = "transferlens.study.analyses"
 
 
 @dataclass
@@ -65,20 +63,13 @@ def run_analyses_hook(plan: Plan, store: StudyStore) -> str:
     """Run the analyses module on a finished study; returns a one-line note."""
     if not plan.study.analyses:
         return "no analyses requested"
-    try:
-        module = importlib.import_module(ANALYSES_MODULE)
-    except ModuleNotFoundError as error:
-        if error.name != ANALYSES_MODULE:
-            raise
-        store.write_analyses_state("skipped", "transferlens.study.analyses is not available")
-        return "skipped: the analyses module (transferlens.study.analyses) is not available"
     lock = RunLock(store.locks_dir / "analyses.lock")
     if not lock.try_acquire():
         return "skipped: another process is running the analyses of this study"
     try:
         store.write_analyses_state("running")
         try:
-            module.run_analyses(plan, store, progress=_say)
+            study_analyses.run_analyses(plan, store, progress=_say)
         except Exception as error:  # noqa: BLE001 -- reported in analyses.json and the summary
             line = error_line(error)
             store.write_analyses_state("failed", line)
@@ -103,45 +94,29 @@ def execute_plan(
     train_function: str = DEFAULT_TRAIN_FUNCTION,
     source_file: str | None = None,
 ) -> RunReport:
-    """Train what is not complete, write runs.csv, run the analyses; see the module docstring."""
-    store.root.mkdir(parents=True, exist_ok=True)
-    store.write_study(plan, source_file=source_file)
-    done_before = {run.run_id for run in plan if store.is_complete(run.run_id)}
+    """Train what is not complete, write runs.csv, run the analyses; see the module docstring.
+
+    ``executor`` names one of :data:`transferlens.study.executors.EXECUTORS`.
+    """
 
     def refresh_table(run_id: str) -> None:
         write_runs_table(plan, store)  # runs.csv follows the study as runs finish
 
-    if executor == "local":
-        from transferlens.study.executors.local import LocalExecutor, make_slots
-
-        slots = make_slots(
-            devices if devices is not None else plan.study.devices,
-            jobs or plan.study.jobs,
-            nproc_per_node,
-        )
-        runner = LocalExecutor(
-            slots,
-            retry_failed=retry_failed,
-            progress=progress,
-            train_function=train_function,
-            on_run_finished=refresh_table,
-        )
-        scheduler = runner.run(plan, store)
-    elif executor == "slurm":
-        from transferlens.study.executors.slurm import SlurmRunner
-
-        slurm = SlurmRunner(
-            plan.study.slurm,
-            partition=partition,
-            retry_failed=retry_failed,
-            progress=progress,
-            on_run_finished=refresh_table,
-        )
-        scheduler = slurm.run(plan, store)
-    else:
-        from transferlens.errors import UserInputError
-
-        raise UserInputError(f"--executor: expected local or slurm (got {executor!r})")
+    options = ExecutorOptions(
+        devices=devices,
+        jobs=jobs,
+        nproc_per_node=nproc_per_node,
+        retry_failed=retry_failed,
+        progress=progress,
+        partition=partition,
+        train_function=train_function,
+        on_run_finished=refresh_table,
+    )
+    chosen = make_executor(executor, plan, options)  # bad options fail before any work
+    store.root.mkdir(parents=True, exist_ok=True)
+    store.write_study(plan, source_file=source_file)
+    done_before = {run.run_id for run in plan if store.is_complete(run.run_id)}
+    scheduler = chosen.run(plan, store)
     write_runs_table(plan, store)
     report = _report(plan, store, scheduler, done_before)
     if report.complete == report.total:

@@ -7,7 +7,8 @@ otherwise), epochs, final_test_metric, best_test_metric, optimization_speed (mea
 train metric in evaluation mode over the trained epochs, from complete.json), status
 (complete | running | pending | failed); then extra columns: shuffle_seed, augment,
 groups (``;``-joined: main, block_shuffle, pretrain_checkpoints, source), error.
-Written atomically and regenerated from the run folders whenever runs finish.
+Written atomically and regenerated from the run folders whenever runs finish, together
+with the other per-run files of ``results/`` (:mod:`transferlens.study.results_files`).
 """
 
 from __future__ import annotations
@@ -17,25 +18,13 @@ import io
 from typing import Any
 
 from transferlens.io import atomic_write_text
+from transferlens.results import TABLE_COLUMNS, table_path
 from transferlens.study.plan import Plan
+from transferlens.study.results_files import write_run_tables
 from transferlens.study.store import StudyStore
 
-COLUMNS = (
-    "run_id",
-    "kind",
-    "init",
-    "target",
-    "seed",
-    "block_size",
-    "pretrain_epoch",
-    "epochs",
-    "final_test_metric",
-    "best_test_metric",
-    "optimization_speed",
-    "status",
-)
+COLUMNS = TABLE_COLUMNS["runs"]
 EXTRA_COLUMNS = ("shuffle_seed", "augment", "groups", "error")
-RUNS_CSV = "runs.csv"
 
 
 def _blank(value: Any) -> Any:
@@ -74,11 +63,13 @@ def run_rows(plan: Plan, store: StudyStore) -> list[dict[str, Any]]:
 
 
 def write_runs_table(plan: Plan, store: StudyStore) -> str:
-    """Write ``<study>/results/runs.csv`` atomically; returns its path."""
+    """Write ``<study>/results/runs.csv`` atomically, then epochs.csv, provenance.csv,
+    targets.csv and study.json (:func:`write_run_tables`); returns runs.csv's path."""
     buffer = io.StringIO()
     writer = csv.DictWriter(buffer, fieldnames=COLUMNS + EXTRA_COLUMNS, lineterminator="\n")
     writer.writeheader()
     writer.writerows(run_rows(plan, store))
-    path = store.results_dir / RUNS_CSV
+    path = table_path(store.results_dir, "runs")
     atomic_write_text(path, buffer.getvalue())
+    write_run_tables(plan, store)
     return str(path)

@@ -14,24 +14,22 @@ from __future__ import annotations
 
 from typing import Annotated, Any, Literal
 
-from pydantic import AfterValidator, Field, field_validator, model_validator
+from pydantic import (
+    AfterValidator,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    field_validator,
+    model_validator,
+)
+from pydantic_core import PydanticCustomError
+from typing_extensions import TypedDict
 
 from transferlens.data.spec import DataSpec
 from transferlens.errors import UserInputError
+from transferlens.study.analyses.registry import ANALYSES
 from transferlens.validation import StrictModel
 
-ANALYSIS_NAMES = (
-    "reuse",
-    "mistakes",
-    "cka",
-    "distance",
-    "interpolation",
-    "criticality",
-    "pretrain_checkpoints",
-)
-AnalysisName = Literal[
-    "reuse", "mistakes", "cka", "distance", "interpolation", "criticality", "pretrain_checkpoints"
-]
 # Data sets generated in memory: they need no data folder.
 GENERATED_DATASETS = ("synthetic",)
 DATA_ROOT_ENV = "TRANSFERLENS_DATA"
@@ -214,6 +212,26 @@ class SlurmSettings(SlurmResources):
     pretrain: SlurmResources | None = None
 
 
+def _defaults_if_null(settings: Any) -> Any:
+    # ``cka:`` or ``cka: null`` in YAML asks for the analysis with its default settings.
+    return {} if settings is None else settings
+
+
+def _analyses_settings() -> type:
+    """The ``analyses:`` mapping: each key optional, its value that analysis's settings
+    model (:data:`~transferlens.study.analyses.ANALYSES`); unknown keys refused."""
+    fields = {
+        name: Annotated[analysis.settings, BeforeValidator(_defaults_if_null)]
+        for name, analysis in ANALYSES.items()
+    }
+    mapping = TypedDict("AnalysesSettings", fields, total=False)  # type: ignore[operator]
+    mapping.__pydantic_config__ = ConfigDict(extra="forbid")  # type: ignore[attr-defined]
+    return mapping
+
+
+AnalysesSettings = _analyses_settings()
+
+
 class StudySpec(StrictModel):
     """A whole study (see the module docstring; ``studies/*.yaml`` are examples)."""
 
@@ -228,7 +246,7 @@ class StudySpec(StrictModel):
     seeds: Seeds = [0]
     block_shuffle: BlockShuffleSweep | None = None
     pretrain_checkpoints: PretrainCheckpointSweep | None = None
-    analyses: dict[AnalysisName, dict[str, Any] | None] = Field(default_factory=dict)
+    analyses: AnalysesSettings = Field(default_factory=dict)  # type: ignore[valid-type]
     devices: str | list[int | str] | None = None
     jobs: int | None = Field(default=None, ge=1)
     slurm: SlurmSettings = Field(default_factory=SlurmSettings)
@@ -255,6 +273,20 @@ class StudySpec(StrictModel):
                 for t in targets
             ]
         return data
+
+    @field_validator("analyses", mode="before")
+    @classmethod
+    def _known_analyses(cls, analyses: Any) -> Any:
+        """An unknown analysis name is refused naming the known ones (order: run order)."""
+        if isinstance(analyses, dict):
+            for name in analyses:
+                if name not in ANALYSES:
+                    raise PydanticCustomError(
+                        "unknown_analysis",
+                        "unknown analysis {name} (known: {known})",
+                        {"name": repr(name), "known": ", ".join(ANALYSES)},
+                    )
+        return analyses
 
     def target(self, label: str) -> TargetSettings:
         return next(target for target in self.targets if target.label == label)

@@ -3,17 +3,17 @@
 Layout (DESIGN.md "run store")::
 
     <study>/study.json                the study spec and its planned runs (metadata)
-    <study>/runs/<run_id>/            one run folder each (transferlens.train's layout)
-        run.json                      what the run is in the study (kind, init, target, ...)
-        error.json, traceback.txt     written when the run failed (error.json = one line)
+    <study>/runs/<run_id>/            one run folder each (transferlens.train.run_dir names
+                                      its files, run.json and error.json included)
     <study>/locks/<run_id>.lock       held by the process training the run
-    <study>/results/*.csv             runs.csv and the analyses' tables
+    <study>/results/                  everything the report reads (transferlens.results)
     <study>/analyses.json             where the analyses stand (complete / failed / skipped)
 
 A run's state is read from these files alone: ``complete`` (complete.json),
 ``failed`` (error.json), ``running`` (its lock is held), else ``pending``. P-T specs
-name their source run by id (``init.run``), resolved against ``<study>/runs``: the
-study folder can be moved as a whole.
+name their source run by id (``init.run``), which the executors resolve against
+``<study>/runs`` (:meth:`StudyStore.runnable_spec`): the study folder can be moved as
+a whole.
 """
 
 from __future__ import annotations
@@ -26,21 +26,18 @@ import traceback
 from pathlib import Path
 from typing import Any, Literal
 
-from safetensors import safe_open
-
-from transferlens.io import atomic_write_json, atomic_write_text, read_jsonl
+from transferlens.io import atomic_write_json, atomic_write_text
+from transferlens.results import RESULTS_DIR, STUDY_JSON
 from transferlens.study.locks import RunLock, is_locked
 from transferlens.study.plan import Dependency, Plan, PlannedRun, RunMeta
+from transferlens.train import run_dir as run_folder
+from transferlens.train.checkpoints import checkpoint_path, resume_epoch
+from transferlens.train.spec import TrainSpec
 
 RunState = Literal["complete", "failed", "running", "pending"]
 STATES: tuple[RunState, ...] = ("complete", "running", "pending", "failed")
-STUDY_FILE = "study.json"
-RUN_FILE = "run.json"
-ERROR_FILE = "error.json"
-TRACEBACK_FILE = "traceback.txt"
+STUDY_FILE = STUDY_JSON
 ANALYSES_FILE = "analyses.json"
-COMPLETE_FILE = "complete.json"
-METRICS_FILE = "metrics.jsonl"
 
 
 def one_line(text: str, limit: int = 300) -> str:
@@ -70,7 +67,7 @@ class StudyStore:
 
     @property
     def results_dir(self) -> Path:
-        return self.root / "results"
+        return self.root / RESULTS_DIR
 
     @property
     def study_file(self) -> Path:
@@ -79,17 +76,21 @@ class StudyStore:
     def run_dir(self, run_id: str) -> Path:
         return self.runs_dir / run_id
 
+    def runnable_spec(self, spec: TrainSpec) -> TrainSpec:
+        """A planned spec whose source (``init.run``, a run id) is found in ``runs/``."""
+        return spec.with_runs_dir(self.runs_dir)
+
     def lock(self, run_id: str) -> RunLock:
         return RunLock(self.locks_dir / f"{run_id}.lock")
 
     # ---------------------------------------------------------------- run states
 
     def is_complete(self, run_id: str) -> bool:
-        return (self.run_dir(run_id) / COMPLETE_FILE).is_file()
+        return run_folder.is_complete(self.run_dir(run_id))
 
     def failure(self, run_id: str) -> dict[str, Any] | None:
         """The content of error.json (``error``: one line), or None."""
-        path = self.run_dir(run_id) / ERROR_FILE
+        path = self.run_dir(run_id) / run_folder.ERROR_FILE
         if not path.is_file():
             return None
         try:
@@ -111,12 +112,11 @@ class StudyStore:
 
     def last_epoch(self, run_id: str) -> int | None:
         """The last epoch with a metrics record (None before epoch 0 is evaluated)."""
-        records = read_jsonl(self.run_dir(run_id) / METRICS_FILE)
+        records = run_folder.read_metrics(self.run_dir(run_id))
         return int(records[-1]["epoch"]) if records else None
 
     def summary(self, run_id: str) -> dict[str, Any] | None:
-        path = self.run_dir(run_id) / COMPLETE_FILE
-        return json.loads(path.read_text(encoding="utf-8")) if path.is_file() else None
+        return run_folder.read_complete(self.run_dir(run_id))
 
     def checkpoint_ready(self, dependency: Dependency) -> bool:
         """Whether checkpoint ``epoch`` of the source run is final (never rewritten).
@@ -126,18 +126,12 @@ class StudyStore:
         be rewritten but this one never is.
         """
         folder = self.run_dir(dependency.run_id)
-        if (folder / COMPLETE_FILE).is_file():
+        if run_folder.is_complete(folder):
             return True
-        checkpoint = folder / "checkpoints" / f"epoch_{dependency.epoch:04d}.safetensors"
-        resume = folder / "resume.safetensors"
-        if not checkpoint.is_file() or not resume.is_file():
+        if not checkpoint_path(folder, dependency.epoch).is_file():
             return False
-        try:
-            with safe_open(str(resume), framework="pt") as handle:
-                resumed_epoch = int((handle.metadata() or {}).get("epoch", -1))
-        except Exception:  # being replaced right now: ask again on the next poll
-            return False
-        return resumed_epoch >= dependency.epoch
+        resumed = resume_epoch(folder)  # None while being replaced: asked again next poll
+        return resumed is not None and resumed >= dependency.epoch
 
     # ---------------------------------------------------------------- writing
 
@@ -149,9 +143,9 @@ class StudyStore:
         if trace is None and isinstance(error, BaseException):
             trace = "".join(traceback.format_exception(type(error), error, error.__traceback__))
         folder = self.run_dir(run_id)
-        atomic_write_text(folder / TRACEBACK_FILE, trace or line + "\n")
+        atomic_write_text(folder / run_folder.TRACEBACK_FILE, trace or line + "\n")
         atomic_write_json(
-            folder / ERROR_FILE,
+            folder / run_folder.ERROR_FILE,
             {
                 "run_id": run_id,
                 "error": line,
@@ -164,11 +158,11 @@ class StudyStore:
         return line
 
     def clear_failure(self, run_id: str) -> None:
-        (self.run_dir(run_id) / ERROR_FILE).unlink(missing_ok=True)
+        (self.run_dir(run_id) / run_folder.ERROR_FILE).unlink(missing_ok=True)
 
     def write_run_json(self, run: PlannedRun) -> None:
         """run.json: the run's meta, dependency and planned spec (``init.run`` = a run id)."""
-        atomic_write_json(self.run_dir(run.run_id) / RUN_FILE, run_record(run))
+        atomic_write_json(self.run_dir(run.run_id) / run_folder.RUN_FILE, run_record(run))
 
     def write_study(self, plan: Plan, source_file: str | None = None) -> None:
         """study.json: the validated study spec and every planned run's record."""

@@ -134,6 +134,21 @@ def save_resume_state(run_dir: Path, epoch: int, optimizer: torch.optim.Optimize
     atomic_save_safetensors(tensors, run_dir / RESUME_FILE, metadata=metadata)
 
 
+def resume_epoch(run_dir: str | os.PathLike) -> int | None:
+    """The epoch the resume state belongs to (from its metadata alone), or None.
+
+    None also while the file is missing or being replaced: callers that poll ask again.
+    """
+    path = Path(run_dir) / RESUME_FILE
+    if not path.is_file():
+        return None
+    try:
+        with safe_open(str(path), framework="pt") as handle:
+            return int((handle.metadata() or {})["epoch"])
+    except Exception:  # torn or replaced under us: no answer this time
+        return None
+
+
 def read_resume_state(run_dir: Path) -> ResumeState | None:
     """The resume state of a run folder, or None when there is none."""
     path = run_dir / RESUME_FILE

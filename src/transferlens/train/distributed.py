@@ -13,7 +13,7 @@ from dataclasses import dataclass
 import torch
 import torch.distributed as dist
 
-from transferlens.errors import UserInputError
+from transferlens import devices
 
 
 @dataclass(frozen=True)
@@ -52,22 +52,7 @@ def current_context() -> DistContext:
 
 def resolve_device(requested: str, context: DistContext) -> torch.device:
     """``auto`` -> this process's GPU if there is one, else the CPU; ``cuda`` -> its GPU."""
-    cuda = torch.cuda.is_available()
-    if requested == "auto":
-        requested = "cuda" if cuda else "cpu"
-    if requested.startswith("cuda"):
-        if not cuda:
-            raise UserInputError(f"device: {requested!r} requested but CUDA is not available")
-        if requested == "cuda":
-            requested = f"cuda:{context.local_rank % torch.cuda.device_count()}"
-        index = int(requested.split(":", 1)[1])
-        if index >= torch.cuda.device_count():
-            raise UserInputError(
-                f"device: {requested!r} but only {torch.cuda.device_count()} GPU(s) are visible"
-            )
-    if requested == "mps" and not torch.backends.mps.is_available():
-        raise UserInputError("device: 'mps' requested but it is not available")
-    return torch.device(requested)
+    return devices.resolve_device(requested, local_rank=context.local_rank)
 
 
 def all_reduce_sum(value: torch.Tensor, context: DistContext) -> torch.Tensor:

@@ -4,12 +4,13 @@ For every non-random init the model is built as for a random one, every non-head
 weight is loaded from the source (``models.load_backbone``, which refuses a backbone
 that does not fit) and the head is re-created by ``models.reset_head`` from its own
 seed. So P-T at epoch 0 differs from P only in the head, and two P-T runs with the
-same seed start from identical weights.
+same seed start from identical weights. A P-T run's source folder is
+``RunInit.source_dir()``: a relative ``init.run`` is found in the runs folder the
+caller gave (``TrainSpec.with_runs_dir``), never through the working directory.
 """
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Any
 
 import torch
@@ -46,7 +47,7 @@ def _source_state(spec: TrainSpec) -> dict[str, torch.Tensor]:
         except UserInputError as error:
             raise UserInputError(f"init.path: {error}") from None
     assert isinstance(init, RunInit)
-    source = Path(init.run)
+    source = init.source_dir()
     source_spec = read_spec_json(source, where="init.run")
     if source_spec.get("model") != spec.model:
         raise UserInputError(

@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import json
 import math
-import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -28,7 +27,6 @@ import numpy as np
 import torch
 from torch import nn
 from torch.nn.parallel import DistributedDataParallel
-from tqdm.auto import tqdm
 
 from transferlens import models
 from transferlens.errors import UserInputError
@@ -60,6 +58,7 @@ from transferlens.train.optim import (
     set_learning_rate,
     warmup_factor,
 )
+from transferlens.train.progress import EpochBar, epoch_line
 from transferlens.train.run_dir import (
     COMPLETE_FILE,
     METRICS_FILE,
@@ -159,16 +158,9 @@ class _Run:
         model.train()
         loss_sum = torch.zeros((), device=device)
         images_seen = 0
-        bar = tqdm(
-            loader,
-            desc=f"epoch {epoch}/{spec.epochs}",
-            leave=False,
-            disable=not self.progress,
-            file=sys.stderr,
-            dynamic_ncols=True,
-        )
+        bar = EpochBar(f"epoch {epoch}/{spec.epochs}", len(loader), enabled=self.progress)
         start = time.perf_counter()
-        for step, (images, targets) in enumerate(bar):
+        for step, (images, targets) in enumerate(bar.steps(loader)):
             images = images.to(device, non_blocking=non_blocking, memory_format=self.memory_format)
             targets = targets.to(device, non_blocking=non_blocking)
             if spec.mixup_alpha > 0:
@@ -197,11 +189,10 @@ class _Run:
             loss_sum.add_(loss.detach(), alpha=batch)  # on the device: no per-step sync
             images_seen += batch
             if self.progress and step % POSTFIX_EVERY == 0:
-                bar.set_postfix(loss=f"{loss_sum.item() / images_seen:.4f}", refresh=False)
+                bar.show_loss(loss_sum.item() / images_seen)
         if device.type == "cuda":
             torch.cuda.synchronize(device)
         seconds = time.perf_counter() - start
-        bar.close()
         totals = torch.stack([loss_sum.double().cpu(), torch.tensor(float(images_seen))])
         totals = all_reduce_sum(totals.double(), self.context)
         images_total = int(totals[1].item())
@@ -243,23 +234,8 @@ class _Run:
             save_resume_state(self.run_dir, epoch, self.optimizer)
 
     def report(self, record: dict[str, Any]) -> None:
-        if not self.progress:
-            return
-
-        def shown(key: str) -> str:
-            value = record.get(key)
-            return "-" if value is None else f"{value:.4f}"
-
-        line = (
-            f"epoch {record['epoch']}/{self.spec.epochs}  test {shown('test_metric')} "
-            f"(loss {shown('test_loss')})  train {shown('train_metric')}"
-        )
-        if record["epoch"] > 0:
-            line += (
-                f"  lr {record['lr']:.3g}  {record['images_per_second']:.0f} img/s"
-                f"  {record['seconds']:.1f}s"
-            )
-        tqdm.write(line, file=sys.stdout)
+        if self.progress:
+            print(epoch_line(record, self.spec.epochs), flush=True)
 
 
 def _restart_point(run: _Run, run_dir: Path) -> ResumeState | None:

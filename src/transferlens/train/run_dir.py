@@ -8,12 +8,21 @@ Layout (docs/architecture.md, "run folders")::
     <run>/resume.safetensors                   optimiser + RNG state of the last saved epoch
     <run>/complete.json                        written last: the run summary
 
+and the files a study keeps beside them (written by :mod:`transferlens.study`)::
+
+    <run>/run.json                             what the run is in its study
+    <run>/error.json, traceback.txt            why the run failed (error.json: one line)
+    <run>/torchrun.log                         the output of a multi-process run
+
+This module names every file of a run folder; other layers call it instead of
+spelling the names.
 ``"final"`` means the last epoch of a complete run; ``"best"`` the saved epoch with
 the highest test metric (the earliest one on ties).
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import math
 import os
@@ -31,6 +40,10 @@ from transferlens.train.checkpoints import checkpoint_path, read_checkpoint, sav
 SPEC_FILE = "spec.json"
 METRICS_FILE = "metrics.jsonl"
 COMPLETE_FILE = "complete.json"
+RUN_FILE = "run.json"
+ERROR_FILE = "error.json"
+TRACEBACK_FILE = "traceback.txt"
+TORCHRUN_LOG = "torchrun.log"
 
 EpochRef = int | Literal["final", "best"]
 
@@ -52,6 +65,22 @@ def read_complete(run_dir: Path) -> dict[str, Any] | None:
     if not path.is_file():
         return None
     return json.loads(path.read_text(encoding="utf-8"))
+
+
+def is_complete(run_dir: str | os.PathLike) -> bool:
+    """Whether the run folder holds its completion marker (written last)."""
+    return (Path(run_dir) / COMPLETE_FILE).is_file()
+
+
+def read_metrics(run_dir: str | os.PathLike) -> list[dict[str, Any]]:
+    """The per-epoch records of metrics.jsonl (a torn last line ignored; [] if none)."""
+    return read_jsonl(Path(run_dir) / METRICS_FILE)
+
+
+def spec_sha256(run_dir: str | os.PathLike) -> str | None:
+    """SHA-256 (hex) of the run's spec.json as stored, or None when it has none."""
+    path = Path(run_dir) / SPEC_FILE
+    return hashlib.sha256(path.read_bytes()).hexdigest() if path.is_file() else None
 
 
 def best_epoch(metrics: list[dict[str, Any]], among: list[int] | None = None) -> int | None:
@@ -102,7 +131,7 @@ def load_run(run_dir: str | os.PathLike) -> RunRecord:
     return RunRecord(
         path=path,
         spec=spec,
-        metrics=read_jsonl(path / METRICS_FILE),
+        metrics=read_metrics(path),
         complete=summary is not None,
         summary=summary,
         checkpoints={epoch: checkpoint_path(path, epoch) for epoch in saved_epochs(path)},
@@ -124,7 +153,7 @@ def resolve_epoch(run_dir: str | os.PathLike, epoch: EpochRef, where: str = "epo
             raise UserInputError(f"{where}: {epoch!r} needs a complete run; {path} is not complete")
         if epoch == "final":
             return int(summary["epochs"])
-        chosen = best_epoch(read_jsonl(path / METRICS_FILE), among=epochs)
+        chosen = best_epoch(read_metrics(path), among=epochs)
         if chosen is None:
             raise UserInputError(f"{where}: {path} has no saved epoch with a test metric")
         return chosen

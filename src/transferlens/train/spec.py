@@ -16,10 +16,12 @@ parameters, bias/scale parameters at lr/10). Initialisations (``init.kind``):
 
 from __future__ import annotations
 
+import os
 import re
+from pathlib import Path
 from typing import Annotated, Any, Literal
 
-from pydantic import ConfigDict, Field, field_validator
+from pydantic import ConfigDict, Field, PrivateAttr, field_validator
 
 from transferlens.data.spec import DataSpec
 from transferlens.validation import StrictModel
@@ -40,7 +42,9 @@ class RandomInit(StrictModel):
     """Random initialisation; ``seed`` None derives it from the run seed."""
 
     kind: Literal["random"] = "random"
-    seed: int | None = Field(default=None, ge=0)
+    seed: int | None = Field(
+        default=None, ge=0, description="seed of the random weights (default: from the run seed)"
+    )
 
 
 class RunInit(StrictModel):
@@ -52,6 +56,11 @@ class RunInit(StrictModel):
         default="final", description="checkpoint epoch, 'final' or 'best'"
     )
 
+    # The folder a relative ``run`` lies in, given by whoever trains the spec (a study:
+    # its runs folder, see TrainSpec.with_runs_dir). Not part of the spec: never dumped,
+    # hashed into a run id or compared on resume, so the study folder can move.
+    _runs_dir: Path | None = PrivateAttr(default=None)
+
     @field_validator("epoch")
     @classmethod
     def _non_negative(cls, epoch: int | str) -> int | str:
@@ -59,12 +68,21 @@ class RunInit(StrictModel):
             raise ValueError("must be >= 0, 'final' or 'best'")
         return epoch
 
+    def source_dir(self) -> Path:
+        """The run folder to start from: ``run`` if absolute or no runs folder was given
+        (then relative to the current folder, as typed on a command line), else
+        ``<runs folder>/<run>``."""
+        path = Path(self.run).expanduser()
+        if path.is_absolute() or self._runs_dir is None:
+            return path
+        return self._runs_dir / path
+
 
 class FileInit(StrictModel):
     """Start from a weights file (its head entries, if any, are ignored)."""
 
     kind: Literal["file"]
-    path: str = Field(min_length=1)
+    path: str = Field(min_length=1, description="weights file to start from (P-T)")
 
 
 class PretrainedInit(StrictModel):
@@ -75,7 +93,9 @@ class PretrainedInit(StrictModel):
     """
 
     kind: Literal["pretrained"]
-    kwargs: dict[str, ScalarValue] | None = None
+    kwargs: dict[str, ScalarValue] | None = Field(
+        default=None, description="model keyword arguments that load pre-trained weights"
+    )
 
     def build_kwargs(self, model: str) -> dict[str, Any]:
         if self.kwargs is not None:
@@ -92,19 +112,21 @@ class TrainSpec(StrictModel):
     model_config = ConfigDict(protected_namespaces=())  # allow the field name model_kwargs
 
     model: str = Field(min_length=1, description="model registry name, e.g. fixup_resnet10")
-    model_kwargs: dict[str, ScalarValue | list[int]] = Field(default_factory=dict)
+    model_kwargs: dict[str, ScalarValue | list[int]] = Field(
+        default_factory=dict, description="model keyword argument, e.g. stem=cifar"
+    )
     data: DataSpec
-    init: InitSpec = Field(default_factory=RandomInit)
-    epochs: int = Field(ge=1)
+    init: InitSpec = Field(default_factory=RandomInit, description="how the weights start")
+    epochs: int = Field(ge=1, description="training epochs")
     batch_size: int = Field(default=128, ge=1, description="global batch (all processes)")
-    lr: float = Field(gt=0)
-    momentum: float = Field(default=0.9, ge=0, lt=1)
-    weight_decay: float = Field(default=1e-4, ge=0)
+    lr: float = Field(gt=0, description="base learning rate (SGD)")
+    momentum: float = Field(default=0.9, ge=0, lt=1, description="SGD momentum")
+    weight_decay: float = Field(default=1e-4, ge=0, description="on all parameters")
     bias_scale_lr_factor: float = Field(default=0.1, gt=0, description="lr factor of bias/scale")
     lr_milestones: list[int] = Field(
         default_factory=list, description="epochs after which lr x gamma"
     )
-    lr_gamma: float = Field(default=0.1, gt=0)
+    lr_gamma: float = Field(default=0.1, gt=0, description="lr factor at each milestone")
     warmup_epochs: int = Field(
         default=0, ge=0, description="epochs of linear per-step lr warm-up from 0"
     )
@@ -112,15 +134,19 @@ class TrainSpec(StrictModel):
         default=None, gt=0, description="clip the global gradient norm to this; None = off"
     )
     mixup_alpha: float = Field(default=0.0, ge=0, description="0 = no mixup")
-    eval_batch_size: int = Field(default=256, ge=1)
-    seed: int = Field(default=0, ge=0)
-    num_workers: int = Field(default=0, ge=0)
-    device: str = "auto"
-    amp: Literal["auto"] | bool = "auto"
-    channels_last: Literal["auto"] | bool = "auto"
+    eval_batch_size: int = Field(default=256, ge=1, description="batch of evaluation passes")
+    seed: int = Field(default=0, ge=0, description="seed of the run's data order and init")
+    num_workers: int = Field(default=0, ge=0, description="data loader worker processes")
+    device: str = Field(default="auto", description="auto, cpu, cuda, cuda:N or mps")
+    amp: Literal["auto"] | bool = Field(default="auto", description="bf16 autocast (auto: on CUDA)")
+    channels_last: Literal["auto"] | bool = Field(
+        default="auto", description="channels-last memory layout (auto: on CUDA)"
+    )
     train_eval: bool = Field(default=True, description="evaluate the train split every epoch")
-    train_eval_size: int | None = Field(default=None, ge=1)
-    checkpoint_every: int = Field(default=1, ge=1)
+    train_eval_size: int | None = Field(
+        default=None, ge=1, description="evaluate at most this many training images"
+    )
+    checkpoint_every: int = Field(default=1, ge=1, description="save a checkpoint every N epochs")
 
     @field_validator("lr_milestones")
     @classmethod
@@ -148,6 +174,18 @@ class TrainSpec(StrictModel):
         if model not in known and model.split(":", 1)[0] not in families:
             raise ValueError(f"unknown model {model!r}; known: {', '.join(known)}")
         return model
+
+    def with_runs_dir(self, runs_dir: str | os.PathLike) -> TrainSpec:
+        """This spec, its relative ``init.run`` found in ``runs_dir`` (identity unchanged).
+
+        A study's P-T specs name their source by run id; the executor that trains one
+        says where the study's run folders are, explicitly.
+        """
+        if not isinstance(self.init, RunInit):
+            return self
+        init = self.init.model_copy()
+        init._runs_dir = Path(runs_dir)
+        return self.model_copy(update={"init": init})
 
     def comparable(self) -> dict[str, Any]:
         """The spec as JSON data that names its run (:func:`comparable_json`): what a

@@ -3,7 +3,8 @@
 Slots come from ``--devices`` and ``--jobs``: ``cpu`` gives ``jobs`` CPU workers
 (default: cores // torch threads), ``0,1,2,3`` gives ``jobs`` workers per GPU (default
 1); ``--nproc-per-node N`` makes each slot a group of N devices (N processes) whose
-runs go through torchrun. Each worker sees only its devices (``CUDA_VISIBLE_DEVICES``,
+runs go through torchrun (as every run does with the ``torchrun`` executor,
+:class:`~transferlens.study.executors.torchrun.TorchrunExecutor`). Each worker sees only its devices (``CUDA_VISIBLE_DEVICES``,
 empty for CPU workers, so that the specs keep ``device: auto`` and resume anywhere)
 and uses cores // workers threads.
 
@@ -16,11 +17,9 @@ study. A worker that dies while training has its run recorded as failed.
 
 from __future__ import annotations
 
-import ctypes
 import multiprocessing
 import os
 import signal
-import sys
 from collections.abc import Callable
 from contextlib import contextmanager, suppress
 from dataclasses import asdict, dataclass
@@ -30,6 +29,8 @@ from typing import Any
 
 from transferlens.errors import UserInputError
 from transferlens.study.execute import DEFAULT_TRAIN_FUNCTION, Outcome, execute_run
+from transferlens.study.executors.processes import die_with_parent
+from transferlens.study.executors.protocol import ExecutorOptions
 from transferlens.study.plan import Plan
 from transferlens.study.progress import ProgressView
 from transferlens.study.scheduler import Scheduler
@@ -100,16 +101,6 @@ def make_slots(
     return slots
 
 
-def _die_with_parent() -> None:
-    """Ask Linux to SIGKILL this process when its parent dies (no orphan keeps training)."""
-    if sys.platform.startswith("linux"):
-        try:
-            libc = ctypes.CDLL("libc.so.6", use_errno=True)
-            libc.prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
-        except OSError:
-            pass
-
-
 def _worker_main(
     slot: Slot,
     study_dir: str,
@@ -117,9 +108,10 @@ def _worker_main(
     retry_failed: bool,
     train_function: str,
     parent_pid: int,
+    use_torchrun: bool,
 ) -> None:
     """Loop: receive a run, execute it, report epochs and the outcome; None = stop."""
-    _die_with_parent()
+    die_with_parent()
     if os.getppid() != parent_pid:  # the parent died before the line above took effect
         return
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the runner decides when workers stop
@@ -128,7 +120,7 @@ def _worker_main(
     torch.set_num_threads(slot.threads)
     store = StudyStore(study_dir)
     launch = None
-    if slot.nproc > 1:
+    if use_torchrun or slot.nproc > 1:
         from transferlens.study.executors.torchrun import torchrun_launcher
 
         launch = torchrun_launcher(slot.nproc, slot.threads)
@@ -168,12 +160,25 @@ def _environment(**values: str):
 
 class _Worker:
     def __init__(
-        self, slot: Slot, study_dir: Path, retry_failed: bool, train_function: str
+        self,
+        slot: Slot,
+        study_dir: Path,
+        retry_failed: bool,
+        train_function: str,
+        use_torchrun: bool,
     ) -> None:
         context = multiprocessing.get_context("spawn")
         self.slot = slot
         self.connection, child = context.Pipe()
-        args = (slot, str(study_dir), child, retry_failed, train_function, os.getpid())
+        args = (
+            slot,
+            str(study_dir),
+            child,
+            retry_failed,
+            train_function,
+            os.getpid(),
+            use_torchrun,
+        )
         self.process = context.Process(target=_worker_main, args=args, daemon=True)
         threads = str(slot.threads)
         with _environment(
@@ -197,6 +202,22 @@ class _Worker:
 
 class LocalExecutor:
     """Runs a plan's runs on local worker processes (see the module docstring)."""
+
+    # Whether every run is launched through torchrun, not only multi-device slots' runs.
+    always_torchrun = False
+
+    @classmethod
+    def from_options(cls, plan: Plan, options: ExecutorOptions) -> LocalExecutor:
+        """The executor for ``transferlens run``'s options (devices/jobs: else the study's)."""
+        devices = options.devices if options.devices is not None else plan.study.devices
+        slots = make_slots(devices, options.jobs or plan.study.jobs, options.nproc_per_node)
+        return cls(
+            slots,
+            retry_failed=options.retry_failed,
+            progress=options.progress,
+            on_run_finished=options.on_run_finished,
+            train_function=options.train_function,
+        )
 
     def __init__(
         self,
@@ -250,7 +271,11 @@ class LocalExecutor:
                     break
                 if worker is None:
                     worker = workers[index] = _Worker(
-                        slot, store.root, self.retry_failed, self.train_function
+                        slot,
+                        store.root,
+                        self.retry_failed,
+                        self.train_function,
+                        self.always_torchrun,
                     )
                 run = ready[0]
                 scheduler.start(run.run_id)

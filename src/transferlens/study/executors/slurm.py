@@ -29,6 +29,7 @@ from typing import Any
 from transferlens.errors import UserInputError
 from transferlens.io import atomic_write_json
 from transferlens.study.execute import Outcome, execute_run
+from transferlens.study.executors.protocol import ExecutorOptions
 from transferlens.study.plan import Plan, PlannedRun
 from transferlens.study.progress import ProgressView
 from transferlens.study.scheduler import Scheduler
@@ -102,8 +103,19 @@ def _make_checkpointable() -> type:
     return type("CheckpointableRunJob", (RunJob, submitit.helpers.Checkpointable), {})
 
 
-class SlurmRunner:
+class SlurmExecutor:
     """Submit and follow a plan's runs on SLURM (see the module docstring)."""
+
+    @classmethod
+    def from_options(cls, plan: Plan, options: ExecutorOptions) -> SlurmExecutor:
+        """The executor for ``transferlens run``'s options and the study's ``slurm`` settings."""
+        return cls(
+            plan.study.slurm,
+            partition=options.partition,
+            retry_failed=options.retry_failed,
+            progress=options.progress,
+            on_run_finished=options.on_run_finished,
+        )
 
     def __init__(
         self,

@@ -1,12 +1,15 @@
 """Multi-process (multi-GPU) runs: one run trained by N processes launched with torchrun.
 
-The local worker that claimed the run (and holds its lock) launches::
+:class:`TorchrunExecutor` (``--executor torchrun``) is the local executor with every
+run launched this way; the local executor does the same for slots of several devices
+(``--nproc-per-node N``). The local worker that claimed the run (and holds its lock)
+launches::
 
     python -m torch.distributed.run --standalone --nproc-per-node N \\
         -m transferlens.study.executors.torchrun STUDY_DIR RUN_ID
 
 Every process reads the run's planned spec from ``run.json`` and calls
-``transferlens.train.train``, which joins torchrun's process group (NCCL on GPUs,
+``transferlens.train.train`` (a P-T source found in the study's runs folder), which joins torchrun's process group (NCCL on GPUs,
 gloo on CPUs), shards each batch and lets rank 0 write the run folder. The worker
 follows ``metrics.jsonl`` for progress. Processes die with their parent
 (``PR_SET_PDEATHSIG``): killing the runner never leaves ranks writing to a run folder
@@ -25,18 +28,19 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-from transferlens.io import read_jsonl
+from transferlens.study.executors.local import LocalExecutor
+from transferlens.study.executors.processes import die_with_parent
 from transferlens.study.plan import PlannedRun
-from transferlens.study.store import RUN_FILE, StudyStore, one_line
+from transferlens.study.store import StudyStore, one_line
+from transferlens.train.run_dir import RUN_FILE, TORCHRUN_LOG, read_metrics
 
-LOG_FILE = "torchrun.log"
 POLL_SECONDS = 1.0
 
 
-def _set_pdeathsig() -> None:
-    from transferlens.study.executors.local import _die_with_parent
+class TorchrunExecutor(LocalExecutor):
+    """The local executor's slots, every run launched as ``nproc`` torchrun processes."""
 
-    _die_with_parent()
+    always_torchrun = True
 
 
 def torchrun_command(study_dir: str, run_id: str, nproc: int) -> list[str]:
@@ -64,8 +68,8 @@ def torchrun_launcher(nproc: int, threads: int) -> Callable[..., None]:
         run_dir.mkdir(parents=True, exist_ok=True)
         per_process = str(max(1, threads // nproc))
         env = {**os.environ, "OMP_NUM_THREADS": per_process, "MKL_NUM_THREADS": per_process}
-        log_path = run_dir / LOG_FILE
-        seen = len(read_jsonl(run_dir / "metrics.jsonl"))
+        log_path = run_dir / TORCHRUN_LOG
+        seen = len(read_metrics(run_dir))
         with open(log_path, "ab") as log:
             process = subprocess.Popen(
                 torchrun_command(str(store.root), run.run_id, nproc),
@@ -73,17 +77,17 @@ def torchrun_launcher(nproc: int, threads: int) -> Callable[..., None]:
                 stderr=subprocess.STDOUT,
                 env=env,
                 start_new_session=True,  # one process group: killed together below
-                preexec_fn=_set_pdeathsig,  # noqa: PLW1509 -- needed so ranks never outlive us
+                preexec_fn=die_with_parent,  # noqa: PLW1509 -- needed so ranks never outlive us
             )
             try:
                 while process.poll() is None:
                     time.sleep(POLL_SECONDS)
-                    seen = _report_epochs(run_dir / "metrics.jsonl", seen, on_epoch)
+                    seen = _report_epochs(run_dir, seen, on_epoch)
             finally:
                 if process.poll() is None:
                     os.killpg(process.pid, signal.SIGKILL)
                     process.wait()
-        _report_epochs(run_dir / "metrics.jsonl", seen, on_epoch)
+        _report_epochs(run_dir, seen, on_epoch)
         if process.returncode != 0:
             raise RuntimeError(
                 f"torchrun exited with code {process.returncode}: {_last_error(log_path)} "
@@ -94,9 +98,10 @@ def torchrun_launcher(nproc: int, threads: int) -> Callable[..., None]:
 
 
 def _report_epochs(
-    path: Any, seen: int, on_epoch: Callable[[int, dict[str, Any]], None] | None
+    run_dir: Path, seen: int, on_epoch: Callable[[int, dict[str, Any]], None] | None
 ) -> int:
-    records = read_jsonl(path)
+    """Pass the epoch records after the first ``seen`` to ``on_epoch``; the new count."""
+    records = read_metrics(run_dir)
     if on_epoch is not None:
         for record in records[seen:]:
             on_epoch(int(record["epoch"]), record)
@@ -118,7 +123,7 @@ def _last_error(log_path: Path) -> str:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """One torchrun process: train the run ``RUN_ID`` of ``STUDY_DIR`` (module docstring)."""
-    _set_pdeathsig()
+    die_with_parent()
     args = list(sys.argv[1:] if argv is None else argv)
     if len(args) != 2:
         print(
@@ -129,7 +134,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     study_dir, run_id = args
     import torch
 
-    from transferlens.study.execute import working_directory
     from transferlens.train import TrainSpec, train
     from transferlens.validation import validate
 
@@ -138,8 +142,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     record = json.loads((store.run_dir(run_id) / RUN_FILE).read_text(encoding="utf-8"))
     spec = validate(TrainSpec, record["spec"], str(store.run_dir(run_id) / RUN_FILE))
     try:
-        with working_directory(store.runs_dir):
-            train(spec, store.run_dir(run_id), progress=False)
+        train(store.runnable_spec(spec), store.run_dir(run_id), progress=False)
     finally:
         if torch.distributed.is_available() and torch.distributed.is_initialized():
             torch.distributed.destroy_process_group()

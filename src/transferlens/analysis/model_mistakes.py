@@ -30,10 +30,11 @@ import pandas as pd
 import torch
 from torch import nn
 
-from transferlens.analysis.features import evaluation_mode, model_device, split_batch
+from transferlens.analysis.features import split_batch
 from transferlens.analysis.pairs import resolve_pairs
-from transferlens.analysis.stats import bootstrap_interval, index_counts
+from transferlens.analysis.stats import bootstrap_interval, check_n_bootstrap, index_counts
 from transferlens.errors import UserInputError
+from transferlens.evaluation import evaluation_mode, model_device
 
 CELLS = ("both_right", "both_wrong", "only_first_wrong", "only_second_wrong")
 
@@ -143,7 +144,11 @@ class PairMistakes:
 
 @dataclass(frozen=True)
 class MistakesResult:
-    """Mistake tables for every combination, and per pair name (means; see module docstring)."""
+    """Mistake tables for every combination, and per pair name (means; see module docstring).
+
+    ``labels``: the class of each example (None if unknown); ``settings``:
+    ``n_bootstrap``, ``confidence`` and ``seed`` of the intervals.
+    """
 
     combinations: tuple[PairMistakes, ...]
     pair_names: tuple[str, ...]
@@ -151,6 +156,7 @@ class MistakesResult:
     pair_low: np.ndarray
     pair_high: np.ndarray
     labels: np.ndarray | None
+    settings: dict[str, Any]
 
     def _of(self, name: str) -> list[PairMistakes]:
         return [combo for combo in self.combinations if combo.pair == name]
@@ -253,8 +259,7 @@ def mistakes(
     default to the loader's class-index targets). Without ``pairs``: every pair of keys,
     named ``"<first>-<second>"``. ``n_bootstrap=0`` gives NaN intervals.
     """
-    if isinstance(n_bootstrap, bool) or not isinstance(n_bootstrap, int) or n_bootstrap < 0:
-        raise UserInputError(f"n_bootstrap must be an integer >= 0 (got {n_bootstrap!r})")
+    check_n_bootstrap(n_bootstrap)
     if not correct:
         raise UserInputError("mistakes: no models or correctness vectors given")
     keys = list(correct)
@@ -306,4 +311,7 @@ def mistakes(
         for i, ((name, a, b), code) in enumerate(zip(combos, codes))
     )
     split = len(combos)
-    return MistakesResult(results, tuple(names), kappas[split:], low[split:], high[split:], labels)
+    settings = {"n_bootstrap": n_bootstrap, "confidence": confidence, "seed": seed}
+    return MistakesResult(
+        results, tuple(names), kappas[split:], low[split:], high[split:], labels, settings
+    )

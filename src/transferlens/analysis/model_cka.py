@@ -1,6 +1,10 @@
 """CKA between models over a data loader (the paper's analysis 3), with bootstrap intervals.
 
-Estimator: :class:`~transferlens.analysis.cka.MinibatchCKA`, linear kernel, unbiased
+* :func:`cka` -- the same layers of two models;
+* :func:`cka_many` -- several models in one pass, compared in named pairs;
+* :func:`cka_matrix` -- every layer of one model with every layer of another.
+
+Estimator: :class:`~transferlens.analysis.cka_estimators.MinibatchCKA`, linear kernel, unbiased
 HSIC_1 per batch summed over batches (Nguyen, Raghu & Kornblith 2021). It streams, so
 data of any size works, and one pass of the loader serves every model: each model runs
 one forward per batch and the HSIC of every pair of (model, layer) comes from one
@@ -23,17 +27,18 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 import pandas as pd
 import torch
 from torch import nn
 
-from transferlens.analysis.cka_estimators import MinibatchCKA, ShiftedGram, cka_from_hsic
+from transferlens.analysis.cka_estimators import MinibatchCKA, cka_from_hsic
+from transferlens.analysis.cka_kernels import ShiftedGram
 from transferlens.analysis.features import check_layers, default_layers, stream_features
 from transferlens.analysis.pairs import Pair, resolve_pairs
-from transferlens.analysis.stats import bootstrap_interval, index_counts
+from transferlens.analysis.stats import bootstrap_interval, check_n_bootstrap, index_counts
 from transferlens.errors import UserInputError
 
 
@@ -44,10 +49,11 @@ class CKAResult:
     ``values``/``low``/``high`` have shape ``[combinations, *cells]`` and
     ``pair_values``/``pair_low``/``pair_high`` ``[pair names, *cells]``, where cells are
     ``[layers]`` (``kind="layers"``: the same layer in both models) or
-    ``[layers_a, layers_b]`` (``kind="matrix"``).
+    ``[layers_a, layers_b]`` (``kind="matrix"``). ``settings``: ``n_bootstrap``,
+    ``confidence`` and ``seed`` of the intervals.
     """
 
-    kind: str
+    kind: Literal["layers", "matrix"]
     pairs: tuple[Pair, ...]
     layers_a: tuple[str, ...]
     layers_b: tuple[str, ...]
@@ -61,6 +67,7 @@ class CKAResult:
     n_examples: int
     n_batches: int
     skipped_examples: int
+    settings: dict[str, Any]
 
     @property
     def matrix(self) -> np.ndarray:
@@ -186,40 +193,71 @@ def _counts(accumulator: MinibatchCKA) -> dict[str, int]:
     }
 
 
-def _check_bootstrap(n_bootstrap: int) -> None:
-    if isinstance(n_bootstrap, bool) or not isinstance(n_bootstrap, int) or n_bootstrap < 0:
-        raise UserInputError(f"n_bootstrap must be an integer >= 0 (got {n_bootstrap!r})")
+def _settings(n_bootstrap: int, confidence: float, seed: int) -> dict[str, Any]:
+    check_n_bootstrap(n_bootstrap)
+    return {"n_bootstrap": n_bootstrap, "confidence": confidence, "seed": seed}
 
 
 def cka(
-    models: Mapping[str, nn.Module] | nn.Module,
-    model_b_or_loader: nn.Module | Iterable,
-    loader: Iterable | None = None,
+    model_a: nn.Module,
+    model_b: nn.Module,
+    loader: Iterable,
     *,
     layers: Sequence[str] | None = None,
-    pairs: Iterable[Sequence[str]] | None = None,
     n_bootstrap: int = 1000,
     confidence: float = 0.95,
     seed: int = 0,
     device: str | torch.device | None = None,
 ) -> CKAResult:
-    """CKA between the same layer of two models, or of several pairs of models, in one pass.
+    """CKA between the same layers of two models (one pair, named ``"a-b"``).
 
-    ``cka(model_a, model_b, loader)`` (pair ``"a-b"``) or ``cka({"PT0": m0, ...}, loader,
-    pairs=[("PT-PT", "PT0", "PT1"), ...])``; without ``pairs`` every pair of keys, named
-    ``"<a>-<b>"``. ``layers`` must exist in every model; None: ``conv1`` and the stages
-    (:func:`~transferlens.analysis.features.default_layers` of the first model).
-    Estimator and intervals: see the module docstring.
+    ``layers`` must exist in both models; None: ``conv1`` and the stages
+    (:func:`~transferlens.analysis.features.default_layers` of ``model_a``).
+    Estimator and intervals: see the module docstring. Several models: :func:`cka_many`.
     """
-    if isinstance(models, Mapping):
-        if loader is not None:
-            raise UserInputError("cka(models, loader): pass the loader once")
-        model_map, loader = dict(models), model_b_or_loader
-    else:
-        if not isinstance(model_b_or_loader, nn.Module) or loader is None:
-            raise UserInputError("cka(model_a, model_b, loader) or cka({name: model}, loader)")
-        model_map = {"a": models, "b": model_b_or_loader}
-    _check_bootstrap(n_bootstrap)
+    for name, model in (("model_a", model_a), ("model_b", model_b)):
+        if not isinstance(model, nn.Module):
+            raise UserInputError(
+                f"cka: {name} is not a torch.nn.Module (got {type(model).__name__}); "
+                "several models: cka_many({name: model}, loader)"
+            )
+    return cka_many(
+        {"a": model_a, "b": model_b},
+        loader,
+        layers=layers,
+        n_bootstrap=n_bootstrap,
+        confidence=confidence,
+        seed=seed,
+        device=device,
+    )
+
+
+def cka_many(
+    models: Mapping[str, nn.Module],
+    loader: Iterable,
+    *,
+    pairs: Iterable[Sequence[str]] | None = None,
+    layers: Sequence[str] | None = None,
+    n_bootstrap: int = 1000,
+    confidence: float = 0.95,
+    seed: int = 0,
+    device: str | torch.device | None = None,
+) -> CKAResult:
+    """CKA between the same layers of several pairs of models, in one pass of ``loader``.
+
+    ``models`` maps names to modules; ``pairs`` are ``(pair name, first, second)`` names
+    of ``models``, e.g. ``[("PT-PT", "PT0", "PT1"), ...]`` (several may share a pair
+    name: see the module docstring); None: every two names, pair ``"<a>-<b>"``. Only
+    the models named in a pair run. ``layers`` must exist in every model; None: those
+    of :func:`~transferlens.analysis.features.default_layers` of the first model used.
+    """
+    if not isinstance(models, Mapping):
+        raise UserInputError(
+            f"cka_many: models must be a mapping {{name: nn.Module}} (got {type(models).__name__}); "
+            "two models: cka(model_a, model_b, loader)"
+        )
+    settings = _settings(n_bootstrap, confidence, seed)
+    model_map = dict(models)
     if not model_map:
         raise UserInputError("no models to compare")
     for key, model in model_map.items():
@@ -252,6 +290,7 @@ def cka(
         pair_names=tuple(names),
         **estimates,
         **_counts(accumulator),
+        settings=settings,
     )
 
 
@@ -270,9 +309,10 @@ def cka_matrix(
     """CKA of every layer of ``layers_a`` (in ``model_a``) with every one of ``layers_b``.
 
     ``model_b`` may be ``model_a`` itself (one forward per batch). Pair name ``"a-b"``;
-    ``result.matrix`` is the ``[len(layers_a), len(layers_b)]`` array.
+    ``result.matrix`` is the ``[len(layers_a), len(layers_b)]`` array. None: the
+    :func:`~transferlens.analysis.features.default_layers` of that model.
     """
-    _check_bootstrap(n_bootstrap)
+    settings = _settings(n_bootstrap, confidence, seed)
     layers_a = check_layers(model_a, default_layers(model_a) if layers_a is None else layers_a)
     layers_b = check_layers(model_b, default_layers(model_b) if layers_b is None else layers_b)
     models = {"a": model_a, "b": model_b}
@@ -292,4 +332,5 @@ def cka_matrix(
         pair_names=("a-b",),
         **estimates,
         **_counts(accumulator),
+        settings=settings,
     )

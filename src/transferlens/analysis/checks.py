@@ -1,0 +1,36 @@
+"""Checks of the arguments every analysis shares; each failure is one UserInputError line."""
+
+from __future__ import annotations
+
+import math
+
+from transferlens.errors import UserInputError
+from transferlens.metrics import TASKS
+
+
+def check_count(value: object, what: str, *, minimum: int) -> int:
+    """``value`` if it is an integer ``>= minimum`` (a bool is not); else UserInputError."""
+    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+        raise UserInputError(f"{what} must be an integer >= {minimum} (got {value!r})")
+    return value
+
+
+def check_grid(values: object, what: str, *, positive: bool) -> list[float]:
+    """A non-empty list of finite floats (strictly positive if ``positive``)."""
+    try:
+        grid = [float(value) for value in values]  # type: ignore[union-attr]
+    except (TypeError, ValueError):
+        raise UserInputError(f"{what} must be a sequence of numbers (got {values!r})") from None
+    if not grid:
+        raise UserInputError(f"{what} is empty")
+    for value in grid:
+        if not math.isfinite(value) or (positive and value <= 0):
+            need = "finite and > 0" if positive else "finite"
+            raise UserInputError(f"{what} must be {need} (got {value})")
+    return grid
+
+
+def check_task(task: str) -> None:
+    """``task`` is one of :data:`transferlens.metrics.TASKS`."""
+    if task not in TASKS:
+        raise UserInputError(f"unknown task {task!r}; expected one of {', '.join(TASKS)}")

@@ -1,0 +1,125 @@
+"""The ``<study>/results/`` folder: the one contract between the study layer and the report.
+
+The study layer (:mod:`transferlens.study`) is the only writer of this folder; the
+report (:mod:`transferlens.report`) is its only reader besides the user, and it needs
+nothing else: a study folder whose ``runs/`` has been deleted still renders. What is
+in it:
+
+``<table>.csv``
+    one tidy table per analysis (DESIGN.md), with at least the columns of
+    :data:`TABLE_COLUMNS`; analyses may add columns after these.
+``runs.csv``
+    one row per planned run (:data:`TABLE_COLUMNS` ``["runs"]``) and, after those,
+    ``shuffle_seed, augment, groups, error``; ``groups`` is ``;``-joined group names
+    (``source``, ``main``, ``block_shuffle``, ``pretrain_checkpoints``).
+``epochs.csv``
+    run_id, epoch, test_metric, test_loss, train_metric, train_loss, seconds: one row
+    per epoch record of every run (the learning curves).
+``provenance.csv``
+    run_id, epochs_logged, train_seconds (the sum of the per-epoch seconds),
+    spec_sha256 (the first 12 hex digits of the run's spec file), complete: one row
+    per run folder, including folders the current plan no longer names.
+``targets.csv``
+    target, task (``multiclass`` -> accuracy, ``multilabel`` -> mean ROC-AUC), in the
+    study's order of targets.
+``study.json``
+    the study as planned (what ``<study>/study.json`` holds).
+``images/<target>/<index>.png``
+    the un-normalised, unshuffled test image ``index`` of ``target`` for every row of
+    ``mistakes_examples.csv`` (the report's galleries).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pandas as pd
+
+RESULTS_DIR = "results"
+STUDY_JSON = "study.json"
+IMAGES_DIR = "images"
+
+PAIRS = ("PT-PT", "PT-RIT", "RIT-RIT", "PT-P", "RIT-P")
+# The groups of runs.csv's ``groups`` column (a run may belong to several).
+SOURCE_GROUP, MAIN_GROUP = "source", "main"
+BLOCK_SHUFFLE_GROUP, PRETRAIN_CHECKPOINTS_GROUP = "block_shuffle", "pretrain_checkpoints"
+INITS = ("PT", "RIT")
+
+TABLE_COLUMNS: dict[str, tuple[str, ...]] = {
+    "runs": (
+        "run_id", "kind", "init", "target", "seed", "block_size", "pretrain_epoch", "epochs",
+        "final_test_metric", "best_test_metric", "optimization_speed", "status",
+    ),
+    "reuse": (
+        "target", "block_size", "metric_pt", "metric_rit", "relative_gap", "speed_pt", "speed_rit",
+    ),
+    "mistakes": (
+        "target", "pair", "n", "both_right", "both_wrong", "only_first_wrong",
+        "only_second_wrong", "kappa", "kappa_low", "kappa_high",
+    ),
+    "mistakes_examples": (
+        "target", "pair", "cell", "index", "label", "pred_first", "pred_second",
+    ),
+    "cka": ("target", "pair", "layer", "cka", "cka_low", "cka_high"),
+    "cka_matrix": ("target", "pair", "layer_a", "layer_b", "cka"),
+    "distance": ("target", "pair", "module", "l2"),
+    "interpolation": ("target", "pair", "lam", "loss", "metric"),
+    "barriers": ("target", "pair", "loss_barrier", "metric_barrier"),
+    "criticality": ("target", "init", "module", "rewind_metric", "criticality", "alpha", "sigma"),
+    "criticality_path": ("target", "init", "path", "distance", "sigma", "metric"),
+    "pretrain_checkpoints": ("target", "pretrain_epoch", "final_test_metric", "optimization_speed"),
+    "epochs": (
+        "run_id", "epoch", "test_metric", "test_loss", "train_metric", "train_loss", "seconds",
+    ),
+    "provenance": ("run_id", "epochs_logged", "train_seconds", "spec_sha256", "complete"),
+    "targets": ("target", "task"),
+}  # fmt: skip
+
+
+def table_path(results_dir: str | Path, name: str) -> Path:
+    """``<results_dir>/<name>.csv`` for a table of :data:`TABLE_COLUMNS`."""
+    if name not in TABLE_COLUMNS:
+        raise KeyError(f"unknown results table {name!r}")
+    return Path(results_dir) / f"{name}.csv"
+
+
+def image_path(results_dir: str | Path, target: str, index: int) -> Path:
+    """Where the test image ``index`` of ``target`` is kept for the galleries."""
+    return Path(results_dir) / IMAGES_DIR / target / f"{int(index)}.png"
+
+
+def has_groups(runs: pd.DataFrame) -> bool:
+    """Does the runs table carry the study runner's ``groups`` column (with any value)?"""
+    return "groups" in runs.columns and bool(runs["groups"].notna().any())
+
+
+def runs_in_group(runs: pd.DataFrame, group: str) -> pd.DataFrame:
+    """Rows of runs.csv that belong to ``group`` (its ``groups`` column is ``;``-joined)."""
+    groups = runs["groups"].fillna("").astype(str).str.split(";")
+    return runs[groups.apply(lambda names: group in names)]
+
+
+def main_runs(runs: pd.DataFrame) -> pd.DataFrame:
+    """The P-T and RI-T runs of the headline comparison (paper Fig. 2), from runs.csv.
+
+    The study runner's ``main`` group decides (target runs, P-T started from P's final
+    checkpoint, one per seed), less any run whose target's own data is block-shuffled. A runs table without a ``groups``
+    column (written by hand) falls back to the same rule read from its columns:
+    unshuffled target runs and, for P-T, those started from the latest pre-training
+    checkpoint of their target (or with none recorded), so that the runs of the
+    checkpoint sweep (Fig. 7) do not blur the comparison.
+    """
+    if has_groups(runs):
+        main = runs_in_group(runs, MAIN_GROUP)
+        return main[
+            (main["kind"] == "target") & main["init"].isin(INITS) & main["block_size"].isna()
+        ]
+    frame = runs[(runs["kind"] == "target") & runs["block_size"].isna()]
+    frame = frame[frame["init"].isin(INITS)]
+    keep = []
+    for (_target, init), group in frame.groupby(["target", "init"], sort=False):
+        if init == "PT" and group["pretrain_epoch"].notna().any():
+            last = group["pretrain_epoch"].max()
+            group = group[group["pretrain_epoch"].isna() | (group["pretrain_epoch"] == last)]
+        keep.append(group)
+    return pd.concat(keep) if keep else frame.iloc[0:0]

@@ -1,0 +1,58 @@
+"""Study adapter of CKA: per-layer similarity of each pair, and the layer-by-layer matrix."""
+
+from __future__ import annotations
+
+import pandas as pd
+
+from transferlens.study.analyses.context import (
+    StudyContext,
+    concat,
+    keyed_models,
+    member_key,
+    model_pairs,
+    named_pairs,
+)
+from transferlens.study.analyses.settings import CkaSettings
+
+MATRIX_PAIRS = ("PT-PT", "RIT-RIT", "PT-RIT")
+
+
+def analyse_cka(context: StudyContext, settings: CkaSettings) -> dict[str, pd.DataFrame]:
+    """``cka`` (mean over seed pairs, bootstrap interval) and ``cka_matrix`` (the first
+    seed pair of each of :data:`MATRIX_PAIRS`, every layer against every layer)."""
+    from transferlens.analysis import cka_many, cka_matrix
+
+    tables, matrices = [], []
+    for target, entry in context.targets.items():
+        names = ("PT-PT", "PT-RIT", "RIT-RIT")
+        if context.source:
+            names = ("PT-P", *names)
+        pairs = model_pairs(entry, names)
+        if not pairs:
+            continue
+        models = keyed_models(context, pairs)
+        loader = context.test_loader(target, settings.max_examples)
+        result = cka_many(
+            models,
+            loader,
+            pairs=named_pairs(pairs),
+            layers=settings.layers,
+            n_bootstrap=settings.n_bootstrap,
+        )
+        tables.append(result.to_frame().assign(target=target))
+        if not settings.matrix:
+            continue
+        for name in MATRIX_PAIRS:
+            if name not in pairs:
+                continue
+            first, second = pairs[name][0]
+            matrix = cka_matrix(
+                models[member_key(first)],
+                models[member_key(second)],
+                loader,
+                settings.layers,
+                settings.layers,
+                n_bootstrap=0,
+            ).to_frame()
+            matrices.append(matrix.drop(columns="pair").assign(target=target, pair=name))
+    return {"cka": concat(tables), "cka_matrix": concat(matrices)}

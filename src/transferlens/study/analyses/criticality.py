@@ -1,0 +1,53 @@
+"""Study adapter of module criticality: each module of the first seed's P-T and RI-T
+model, and the rewinding paths of ``conv1`` through the saved checkpoints."""
+
+from __future__ import annotations
+
+import pandas as pd
+
+from transferlens.study.analyses.context import StudyContext, concat
+from transferlens.study.analyses.settings import CriticalitySettings
+
+
+def analyse_criticality(
+    context: StudyContext, settings: CriticalitySettings
+) -> dict[str, pd.DataFrame]:
+    from transferlens.analysis import criticality_grid, module_criticality, path_grid
+    from transferlens.train import available_epochs
+
+    tables, paths = [], []
+    alphas, sigmas = criticality_grid(settings.alphas, settings.sigmas)
+    for target, entry in context.targets.items():
+        train_loader = context.train_eval_loader(target, settings.max_examples)
+        test_loader = context.test_loader(target)
+        task = context.task(target)
+        for init, runs in (("PT", entry.pt), ("RIT", entry.rit)):
+            if not runs:
+                continue
+            run = runs[min(runs)]  # the first seed, as the paper shows one model per init
+            final, start = context.model(run), context.model(run, 0)
+            table = module_criticality(
+                final,
+                start,
+                train_loader,
+                task,
+                alphas=alphas,
+                sigmas=sigmas,
+                n_noise=settings.n_noise,
+                tolerance=settings.tolerance,
+                metric_loader=test_loader,
+            ).to_frame()
+            tables.append(table.assign(target=target, init=init))
+            epochs = available_epochs(context.store.run_dir(run.run_id))
+            checkpoints = [context.model(run, epoch).state_dict() for epoch in epochs]
+            grid = path_grid(
+                final,
+                checkpoints,
+                test_loader,
+                task,
+                module="conv1",
+                n_points=settings.path_points,
+                sigmas=list(settings.path_sigmas),
+            ).to_frame()
+            paths.append(grid.assign(target=target, init=init))
+    return {"criticality": concat(tables), "criticality_path": concat(paths)}

@@ -1,0 +1,111 @@
+"""``run_analyses(plan, store)``: every requested analysis of a finished study -> its tables.
+
+Called by the runner once every training run is complete. The global RNG is seeded
+once, then the requested analyses run in the registry's order (:data:`ANALYSES`),
+each writing its tables atomically under ``<study>/results/``; the test images the
+mistakes gallery shows are exported last. An analysis whose inputs (its settings
+and the complete runs) have not changed since its tables were written is skipped
+(``results/analyses_manifest.json``), so a re-run is cheap.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import pandas as pd
+import torch
+
+from transferlens.io import atomic_write_json, atomic_write_text
+from transferlens.results import table_path
+from transferlens.study.analyses.context import StudyContext
+from transferlens.study.analyses.registry import ANALYSES
+from transferlens.study.analyses.settings import AnalysisSettings
+
+if TYPE_CHECKING:  # the study's modules import the analyses registry: no cycle at run time
+    from transferlens.study.plan import Plan
+    from transferlens.study.store import StudyStore
+
+MANIFEST = "analyses_manifest.json"
+
+# Leading columns of each table (a prefix of results.TABLE_COLUMNS); the other columns
+# follow in the order the analysis produced them.
+LEADING = {
+    "reuse": ("target", "block_size"),
+    "pretrain_checkpoints": ("target", "pretrain_epoch"),
+    "mistakes": ("target", "pair"),
+    "mistakes_examples": ("target", "pair", "cell"),
+    "cka": ("target", "pair", "layer"),
+    "cka_matrix": ("target", "pair", "layer_a", "layer_b"),
+    "distance": ("target", "pair", "module"),
+    "interpolation": ("target", "pair", "lam"),
+    "barriers": ("target", "pair"),
+    "criticality": ("target", "init", "module"),
+    "criticality_path": ("target", "init", "path"),
+}
+
+
+def ordered(name: str, frame: pd.DataFrame) -> pd.DataFrame:
+    """``frame`` with table ``name``'s leading columns first."""
+    leading = [column for column in LEADING.get(name, ()) if column in frame.columns]
+    return frame[leading + [column for column in frame.columns if column not in leading]]
+
+
+def settings_payload(settings: AnalysisSettings) -> dict[str, Any]:
+    """The settings as the manifest hashes them: every field, defaults included."""
+    return settings.model_dump(mode="json")
+
+
+def fingerprint(context: StudyContext, name: str, settings: AnalysisSettings) -> str:
+    """Hash of what an analysis reads: its settings and the finished runs it can see."""
+    runs = sorted(run.run_id for run in context.plan if context.store.is_complete(run.run_id))
+    payload = json.dumps(
+        {"name": name, "settings": settings_payload(settings), "runs": runs}, sort_keys=True
+    )
+    return hashlib.sha256(payload.encode()).hexdigest()[:16]
+
+
+def requested_analyses(plan: Plan) -> list[tuple[str, AnalysisSettings]]:
+    """The study's analyses with their settings, in the registry's (run) order."""
+    given = plan.study.analyses
+    return [(name, given[name]) for name in ANALYSES if name in given]
+
+
+def run_analyses(
+    plan: Plan, store: StudyStore, progress: Callable[[str], None] | None = None
+) -> None:
+    """Write every requested analysis's tables under ``<study>/results/`` (module docstring)."""
+    from transferlens.study.results_files import write_gallery_images
+    from transferlens.study.runs_table import write_runs_table
+
+    requested = requested_analyses(plan)
+    write_runs_table(plan, store)
+    context = StudyContext(plan, store)
+    results_dir = Path(store.results_dir)
+    manifest_path = results_dir / MANIFEST
+    manifest = json.loads(manifest_path.read_text()) if manifest_path.exists() else {}
+    torch.manual_seed(0)  # analyses draw their own seeded noise; this fixes anything else
+    for number, (name, settings) in enumerate(requested, 1):
+        stamp = fingerprint(context, name, settings)
+        done = manifest.get(name, {})
+        written = [table_path(results_dir, table) for table in done.get("tables", [])]
+        if done.get("fingerprint") == stamp and all(path.exists() for path in written):
+            continue
+        if progress:
+            progress(f"[analysis {number}/{len(requested)}] {name} ...")
+        started = time.perf_counter()
+        tables = ANALYSES[name].adapter(context, settings)
+        for table, frame in tables.items():
+            atomic_write_text(
+                table_path(results_dir, table), ordered(table, frame).to_csv(index=False)
+            )
+        manifest[name] = {"fingerprint": stamp, "tables": sorted(tables)}
+        atomic_write_json(manifest_path, manifest)
+        if progress:
+            seconds = time.perf_counter() - started
+            progress(f"[analysis {number}/{len(requested)}] {name} done in {seconds:.0f} s")
+    write_gallery_images(plan, store)

@@ -1,0 +1,65 @@
+"""The settings each analysis accepts in a study's ``analyses:`` section, typed.
+
+One model per analysis (``extra="forbid"``), so a misspelt or ill-typed setting is
+refused when the study file is loaded, before any run trains. The defaults are the
+values the study adapters have always used: changing one changes every result table.
+"""
+
+from __future__ import annotations
+
+from pydantic import Field
+
+from transferlens.validation import StrictModel
+
+
+class AnalysisSettings(StrictModel):
+    """Base of every analysis's settings (``{}`` or ``null`` in a study = all defaults)."""
+
+
+class ReuseSettings(AnalysisSettings):
+    """Feature reuse (paper Fig. 2-3): read from runs.csv, nothing to set."""
+
+
+class PretrainCheckpointsSettings(AnalysisSettings):
+    """P-T from several pre-training epochs (paper Fig. 7): read from runs.csv."""
+
+
+class MistakesSettings(AnalysisSettings):
+    """Common and uncommon mistakes (paper Fig. 4, Cohen's kappa with a bootstrap interval)."""
+
+    n_bootstrap: int = Field(default=1000, ge=0, description="bootstrap resamples of kappa")
+    examples_per_cell: int = Field(
+        default=12, ge=0, description="test images listed per cell for the report's gallery"
+    )
+
+
+class CkaSettings(AnalysisSettings):
+    """Feature similarity (paper Table 2): minibatch CKA per layer, and the layer matrix."""
+
+    layers: list[str] | None = Field(default=None, description="None = the model's stages")
+    n_bootstrap: int = Field(default=200, ge=0)
+    max_examples: int | None = Field(default=None, ge=1, description="None = the test split")
+    matrix: bool = Field(default=True, description="also the layer-by-layer CKA matrix")
+
+
+class DistanceSettings(AnalysisSettings):
+    """l2 distance between the weights of two models (paper Table 3): nothing to set."""
+
+
+class InterpolationSettings(AnalysisSettings):
+    """Loss and metric along the straight line between two models (paper Fig. 5)."""
+
+    points: int = Field(default=11, ge=2, description="lambdas from 0 to 1, both included")
+    max_examples: int | None = Field(default=None, ge=1, description="None = the test split")
+
+
+class CriticalitySettings(AnalysisSettings):
+    """Module criticality (paper Fig. 6): rewinding each module towards its init, with noise."""
+
+    n_noise: int = Field(default=10, ge=1, description="noise draws per (alpha, sigma)")
+    tolerance: float = Field(default=1.01, gt=0, description="loss ratio that counts as robust")
+    alphas: int = Field(default=11, ge=2, description="rewinding steps from init (0) to final (1)")
+    sigmas: int = Field(default=11, ge=2, description="noise scales from ~0 to 1")
+    max_examples: int | None = Field(default=1024, ge=1, description="training examples used")
+    path_points: int = Field(default=6, ge=2, description="points along each path of conv1")
+    path_sigmas: list[float] = Field(default=[0.0, 0.05, 0.1, 0.2], min_length=1)

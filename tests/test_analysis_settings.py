@@ -1,0 +1,118 @@
+"""A study's ``analyses:`` settings are typed and checked before any work starts."""
+
+from __future__ import annotations
+
+import copy
+
+import pytest
+import yaml
+
+from transferlens.cli import main
+from transferlens.study import load_study
+from transferlens.study.analyses import ANALYSES, ANALYSIS_NAMES
+from transferlens.study.analyses.run import fingerprint, requested_analyses
+from transferlens.study.plan import plan_study
+from transferlens.study.spec import StudySpec
+
+STUDY = {
+    "name": "settings",
+    "model": {"name": "fixup_resnet10", "kwargs": {"stem": "cifar", "width": 4}},
+    "data_defaults": {"name": "synthetic", "image_size": 8, "train_size": 32, "test_size": 16},
+    "source": {"data": {"domain": "source"}},
+    "targets": [{"label": "real", "data": {"domain": "real"}}],
+    "training": {
+        "pretrain": {"epochs": 1, "lr": 0.1},
+        "pt": {"epochs": 1, "lr": 0.02},
+        "rit": {"epochs": 1, "lr": 0.1},
+    },
+    "analyses": {"criticality": {}},
+}
+
+# The settings every study has run with so far: a changed default changes the results.
+DEFAULTS = {
+    "reuse": {},
+    "pretrain_checkpoints": {},
+    "mistakes": {"n_bootstrap": 1000, "examples_per_cell": 12},
+    "cka": {"layers": None, "n_bootstrap": 200, "max_examples": None, "matrix": True},
+    "distance": {},
+    "interpolation": {"points": 11, "max_examples": None},
+    "criticality": {
+        "n_noise": 10,
+        "tolerance": 1.01,
+        "alphas": 11,
+        "sigmas": 11,
+        "max_examples": 1024,
+        "path_points": 6,
+        "path_sigmas": [0.0, 0.05, 0.1, 0.2],
+    },
+}
+
+
+def _study_file(tmp_path, analyses):
+    study = copy.deepcopy(STUDY)
+    study["analyses"] = analyses
+    path = tmp_path / "study.yaml"
+    path.write_text(yaml.safe_dump(study), encoding="utf-8")
+    return path
+
+
+def test_registry_order_and_defaults_are_the_ones_results_depend_on():
+    assert tuple(DEFAULTS) == ANALYSIS_NAMES  # the run order: analyses share one seeded RNG
+    for name, defaults in DEFAULTS.items():
+        assert ANALYSES[name].settings().model_dump() == defaults, name
+
+
+@pytest.mark.parametrize(
+    "analyses, words",
+    [
+        ({"criticality": {"n_noize": 3}}, ["analyses.criticality.n_noize: unknown key"]),
+        ({"criticality": {"n_noise": "x"}}, ["analyses.criticality.n_noise", "'x'"]),
+        ({"cka": {"layers": "conv1"}}, ["analyses.cka.layers"]),
+        ({"foo": {}}, ["analyses: unknown analysis 'foo'", "known: reuse, "]),
+    ],
+)
+@pytest.mark.parametrize("command", ["plan", "run"])
+def test_bad_settings_are_refused_before_any_work(tmp_path, capsys, analyses, words, command):
+    path = _study_file(tmp_path, analyses)
+    out = tmp_path / "out"
+    assert main([command, str(path), "--out", str(out)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1, err
+    for word in words:
+        assert word in err, (word, err)
+    assert not out.exists()  # nothing was planned into a folder, nothing trained
+
+
+def test_null_or_empty_settings_mean_the_defaults(tmp_path):
+    study = load_study(_study_file(tmp_path, {"cka": None, "distance": {}, "mistakes": {}}))
+    assert set(study.analyses) == {"cka", "distance", "mistakes"}
+    assert study.analyses["cka"] == ANALYSES["cka"].settings()
+    assert study.analyses["mistakes"].n_bootstrap == 1000
+    planned = [name for name, _ in requested_analyses(plan_study(study))]
+    assert planned == ["mistakes", "cka", "distance"]  # the registry's order, not the file's
+
+
+def test_settings_round_trip_through_study_json():
+    study = StudySpec.model_validate({**STUDY, "analyses": {"criticality": {"n_noise": 3}}})
+    again = StudySpec.model_validate(study.model_dump(mode="json"))
+    assert again.analyses == study.analyses
+    assert again.analyses["criticality"].n_noise == 3
+
+
+class _Context:
+    """What the fingerprint reads of a study context: its plan and which runs are complete."""
+
+    def __init__(self, plan):
+        self.plan = plan
+        self.store = type("Store", (), {"is_complete": staticmethod(lambda run_id: False)})()
+
+
+def test_fingerprint_follows_the_settings():
+    def stamp(settings):
+        study = StudySpec.model_validate({**STUDY, "analyses": {"criticality": settings}})
+        plan = plan_study(study)
+        (name, given), *_ = requested_analyses(plan)
+        return fingerprint(_Context(plan), name, given)
+
+    assert stamp({}) == stamp(None) == stamp({"n_noise": 10})
+    assert stamp({"n_noise": 3}) != stamp({})
