@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import copy
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -50,6 +50,38 @@ TINY_STUDY: dict[str, Any] = {
 }
 
 
+DELETE = object()  # as a value of :func:`with_setting`: remove the key
+
+
+def merged(base: Mapping[str, Any], **changes: Any) -> dict[str, Any]:
+    """A deep copy of ``base`` with ``changes`` merged in: a dict merges key by key into
+    the dict it meets, anything else (a list, a number, None) replaces what it meets,
+    e.g. ``merged(TINY_STUDY, training={"pt": {"epochs": 3}})`` changes one epoch count.
+    To replace a whole section (``source={"weights": ...}``), splat instead:
+    ``{**TINY_STUDY, "source": ...}``."""
+    result = copy.deepcopy(dict(base))
+    for key, value in changes.items():
+        if isinstance(value, Mapping) and isinstance(result.get(key), Mapping):
+            result[key] = merged(result[key], **value)
+        else:
+            result[key] = copy.deepcopy(value)
+    return result
+
+
+def with_setting(study: Mapping[str, Any], path: Sequence[str | int], value: Any) -> dict[str, Any]:
+    """A deep copy of ``study`` with the value at ``path`` (keys and list indexes) set to
+    ``value``, or removed where ``value`` is :data:`DELETE`: one setting changed."""
+    result = copy.deepcopy(dict(study))
+    node: Any = result
+    for key in path[:-1]:
+        node = node[key]
+    if value is DELETE:
+        del node[path[-1]]
+    else:
+        node[path[-1]] = copy.deepcopy(value)
+    return result
+
+
 @pytest.fixture(scope="session")
 def tiny_study() -> Callable[..., dict[str, Any]]:
     """``tiny_study(**changes)``: a fresh copy of :data:`TINY_STUDY` with top-level keys
@@ -62,15 +94,16 @@ def tiny_study() -> Callable[..., dict[str, Any]]:
 
 
 @pytest.fixture
-def study_file(tmp_path: Path, tiny_study: Callable[..., dict[str, Any]]) -> Callable[..., Path]:
+def study_file(tmp_path: Path) -> Callable[..., Path]:
     """``study_file(study=None, name="study.yaml", **changes)``: ``study`` (default:
-    ``tiny_study(**changes)``) written as YAML into the test's folder; returns its path."""
+    :data:`TINY_STUDY`) with its top-level keys in ``changes`` replaced, written as YAML
+    into the test's folder; returns its path."""
 
     def write(
-        study: dict[str, Any] | None = None, name: str = "study.yaml", **changes: Any
+        study: Mapping[str, Any] | None = None, name: str = "study.yaml", **changes: Any
     ) -> Path:
         path = tmp_path / name
-        content = tiny_study(**changes) if study is None else study
+        content = {**(TINY_STUDY if study is None else study), **changes}
         path.write_text(yaml.safe_dump(content, sort_keys=False), encoding="utf-8")
         return path
 

@@ -2,31 +2,15 @@
 
 from __future__ import annotations
 
-import copy
-
 import pytest
-import yaml
 
+from conftest import TINY_STUDY
 from transferlens.cli import main
 from transferlens.study import load_study
 from transferlens.study.analyses import ANALYSES, ANALYSIS_NAMES
 from transferlens.study.analyses.run import fingerprint, requested_analyses
 from transferlens.study.plan import plan_study
 from transferlens.study.spec import StudySpec
-
-STUDY = {
-    "name": "settings",
-    "model": {"name": "fixup_resnet10", "kwargs": {"stem": "cifar", "width": 4}},
-    "data_defaults": {"name": "synthetic", "image_size": 8, "train_size": 32, "test_size": 16},
-    "source": {"data": {"domain": "source"}},
-    "targets": [{"label": "real", "data": {"domain": "real"}}],
-    "training": {
-        "pretrain": {"epochs": 1, "lr": 0.1},
-        "pt": {"epochs": 1, "lr": 0.02},
-        "rit": {"epochs": 1, "lr": 0.1},
-    },
-    "analyses": {"criticality": {}},
-}
 
 # The settings every study has run with so far: a changed default changes the results.
 DEFAULTS = {
@@ -48,14 +32,6 @@ DEFAULTS = {
 }
 
 
-def _study_file(tmp_path, analyses):
-    study = copy.deepcopy(STUDY)
-    study["analyses"] = analyses
-    path = tmp_path / "study.yaml"
-    path.write_text(yaml.safe_dump(study), encoding="utf-8")
-    return path
-
-
 def test_registry_order_and_defaults_are_the_ones_results_depend_on():
     assert tuple(DEFAULTS) == ANALYSIS_NAMES  # the run order: analyses share one seeded RNG
     for name, defaults in DEFAULTS.items():
@@ -72,8 +48,10 @@ def test_registry_order_and_defaults_are_the_ones_results_depend_on():
     ],
 )
 @pytest.mark.parametrize("command", ["plan", "run"])
-def test_bad_settings_are_refused_before_any_work(tmp_path, capsys, analyses, words, command):
-    path = _study_file(tmp_path, analyses)
+def test_bad_settings_are_refused_before_any_work(
+    tmp_path, capsys, study_file, analyses, words, command
+):
+    path = study_file(analyses=analyses)
     out = tmp_path / "out"
     assert main([command, str(path), "--out", str(out)]) == 2
     err = capsys.readouterr().err.strip()
@@ -83,8 +61,8 @@ def test_bad_settings_are_refused_before_any_work(tmp_path, capsys, analyses, wo
     assert not out.exists()  # nothing was planned into a folder, nothing trained
 
 
-def test_null_or_empty_settings_mean_the_defaults(tmp_path):
-    study = load_study(_study_file(tmp_path, {"cka": None, "distance": {}, "mistakes": {}}))
+def test_null_or_empty_settings_mean_the_defaults(study_file):
+    study = load_study(study_file(analyses={"cka": None, "distance": {}, "mistakes": {}}))
     assert set(study.analyses) == {"cka", "distance", "mistakes"}
     assert study.analyses["cka"] == ANALYSES["cka"].settings()
     assert study.analyses["mistakes"].n_bootstrap == 1000
@@ -93,7 +71,7 @@ def test_null_or_empty_settings_mean_the_defaults(tmp_path):
 
 
 def test_settings_round_trip_through_study_json():
-    study = StudySpec.model_validate({**STUDY, "analyses": {"criticality": {"n_noise": 3}}})
+    study = StudySpec.model_validate({**TINY_STUDY, "analyses": {"criticality": {"n_noise": 3}}})
     again = StudySpec.model_validate(study.model_dump(mode="json"))
     assert again.analyses == study.analyses
     assert again.analyses["criticality"].n_noise == 3
@@ -109,7 +87,7 @@ class _Context:
 
 def test_fingerprint_follows_the_settings():
     def stamp(settings):
-        study = StudySpec.model_validate({**STUDY, "analyses": {"criticality": settings}})
+        study = StudySpec.model_validate({**TINY_STUDY, "analyses": {"criticality": settings}})
         plan = plan_study(study)
         (name, given), *_ = requested_analyses(plan)
         return fingerprint(_Context(plan), name, given)

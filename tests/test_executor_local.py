@@ -11,8 +11,8 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
-import yaml
 
+from conftest import TINY_STUDY, merged
 from transferlens.cli import main
 from transferlens.errors import UserInputError
 from transferlens.study import analyses as study_analyses
@@ -22,25 +22,8 @@ from transferlens.study.runner import execute_plan, open_study
 
 HERE = Path(__file__).resolve().parent
 TRAIN = "test_executor_local:counting_train"
-STUDY = {
-    "name": "local",
-    "model": {"name": "fixup_resnet10", "kwargs": {"stem": "cifar", "width": 4}},
-    "data_defaults": {
-        "name": "synthetic",
-        "image_size": 8,
-        "train_size": 32,
-        "test_size": 16,
-        "options": {"source_classes": 4, "target_classes": 3},
-    },
-    "source": {"data": {"domain": "source"}},
-    "targets": [{"label": "real", "data": {"domain": "real"}}],
-    "training": {
-        "pretrain": {"epochs": 2, "lr": 0.05, "batch_size": 16},
-        "pt": {"epochs": 1, "lr": 0.02, "batch_size": 16},
-        "rit": {"epochs": 1, "lr": 0.05, "batch_size": 16},
-    },
-    "seeds": [0],
-}
+# Fewer classes than the synthetic data's default: the tiny study trains here.
+STUDY = merged(TINY_STUDY, data_defaults={"options": {"source_classes": 4, "target_classes": 3}})
 
 
 def counting_train(spec, run_dir, **kwargs):
@@ -63,12 +46,6 @@ def counting_train(spec, run_dir, **kwargs):
     return train(spec, run_dir, **kwargs)
 
 
-def _study_file(tmp_path: Path, **changes) -> Path:
-    path = tmp_path / "study.yaml"
-    path.write_text(yaml.safe_dump({**STUDY, **changes}), encoding="utf-8")
-    return path
-
-
 def _trained(out: Path) -> list[str]:
     log = out / "trained.log"
     return [line.split()[0] for line in log.read_text().splitlines()] if log.exists() else []
@@ -80,8 +57,10 @@ def _run(study: Path, out: Path, **options):
     return plan, store, execute_plan(plan, store, **options)
 
 
-def test_study_runs_once_and_a_second_invocation_starts_no_worker(tmp_path, capsys, monkeypatch):
-    study, out = _study_file(tmp_path), tmp_path / "out"
+def test_study_runs_once_and_a_second_invocation_starts_no_worker(
+    tmp_path, capsys, monkeypatch, study_file
+):
+    study, out = study_file(STUDY), tmp_path / "out"
     plan, store, report = _run(study, out, jobs=2)
     assert report.ok and report.complete == report.total == len(plan) == 3
     assert sorted(_trained(out)) == sorted(plan.runs)  # each run trained exactly once
@@ -100,8 +79,8 @@ def test_study_runs_once_and_a_second_invocation_starts_no_worker(tmp_path, caps
 
 
 @pytest.mark.slow
-def test_failed_source_skips_its_dependents_until_retried(tmp_path, monkeypatch):
-    study, out = _study_file(tmp_path), tmp_path / "out"
+def test_failed_source_skips_its_dependents_until_retried(tmp_path, monkeypatch, study_file):
+    study, out = study_file(STUDY), tmp_path / "out"
     monkeypatch.setenv("TL_TEST_FAIL", "source")
     plan, store, report = _run(study, out)
     source = plan.source_run.run_id
@@ -121,8 +100,8 @@ def test_failed_source_skips_its_dependents_until_retried(tmp_path, monkeypatch)
     assert _trained(out).count(source) == 2 and _trained(out).count(rit) == 1
 
 
-def test_a_worker_killed_mid_run_is_recorded_as_failed(tmp_path, monkeypatch):
-    study, out = _study_file(tmp_path), tmp_path / "out"
+def test_a_worker_killed_mid_run_is_recorded_as_failed(tmp_path, monkeypatch, study_file):
+    study, out = study_file(STUDY), tmp_path / "out"
     monkeypatch.setenv("TL_TEST_FAIL", "die")
     plan, store, report = _run(study, out)
     rit = plan.select(init="RIT")[0].run_id
@@ -132,8 +111,8 @@ def test_a_worker_killed_mid_run_is_recorded_as_failed(tmp_path, monkeypatch):
 
 
 @pytest.mark.slow
-def test_two_runners_together_train_each_run_exactly_once(tmp_path):
-    study = _study_file(tmp_path, seeds=[0, 1])
+def test_two_runners_together_train_each_run_exactly_once(tmp_path, study_file):
+    study = study_file(STUDY, seeds=[0, 1])
     out = tmp_path / "out"
     code = (
         "import sys\n"
@@ -155,12 +134,12 @@ def test_two_runners_together_train_each_run_exactly_once(tmp_path):
     assert len(pids) >= 2  # both runners did some of the work
 
 
-def test_executors_share_one_registry_and_refuse_unknown_names(tmp_path):
+def test_executors_share_one_registry_and_refuse_unknown_names(tmp_path, study_file):
     from transferlens.study.executors import EXECUTORS, ExecutorOptions, make_executor
     from transferlens.study.executors.torchrun import TorchrunExecutor
 
     assert list(EXECUTORS) == ["local", "torchrun", "slurm"]
-    plan, store = open_study(_study_file(tmp_path), out=tmp_path / "out")
+    plan, store = open_study(study_file(STUDY), out=tmp_path / "out")
     options = ExecutorOptions(devices="cpu", jobs=2)
     executor = make_executor("torchrun", plan, options)
     assert isinstance(executor, TorchrunExecutor) and executor.always_torchrun
@@ -188,14 +167,14 @@ def test_slots_from_devices_and_jobs():
             make_slots("0")
 
 
-def test_live_view_shows_workers_runs_and_epochs(tmp_path):
+def test_live_view_shows_workers_runs_and_epochs(tmp_path, study_file):
     import io
 
     from rich.console import Console
 
     from transferlens.study.progress import ProgressView
 
-    plan, _ = open_study(_study_file(tmp_path), out=tmp_path / "out")
+    plan, _ = open_study(study_file(STUDY), out=tmp_path / "out")
     rit = plan.select(init="RIT")[0]
     buffer = io.StringIO()
     console = Console(file=buffer, force_terminal=True, width=160)
@@ -209,7 +188,7 @@ def test_live_view_shows_workers_runs_and_epochs(tmp_path):
     assert "FAILED" in text and "RuntimeError: boom" in text and "runs complete" in text
 
 
-def test_analyses_hook_runs_once_everything_is_complete(tmp_path, monkeypatch):
+def test_analyses_hook_runs_once_everything_is_complete(tmp_path, monkeypatch, study_file):
     from transferlens.study.locks import RunLock
     from transferlens.study.runner import run_analyses_hook
 
@@ -217,7 +196,7 @@ def test_analyses_hook_runs_once_everything_is_complete(tmp_path, monkeypatch):
     monkeypatch.setattr(
         study_analyses, "run_analyses", lambda plan, store, progress: calls.append((plan, store))
     )
-    study, out = _study_file(tmp_path, analyses={"distance": {}}), tmp_path / "out"
+    study, out = study_file(STUDY, analyses={"distance": {}}), tmp_path / "out"
     plan, store, report = _run(study, out)
     assert report.ok and report.analyses.startswith("complete")
     assert len(calls) == 1 and calls[0][0] is plan and calls[0][1].root == store.root

@@ -8,42 +8,25 @@ import json
 
 import pytest
 
+from conftest import TINY_STUDY, merged, with_setting
 from transferlens.cli import main
 from transferlens.errors import UserInputError
 from transferlens.study.loading import parse_study
 from transferlens.study.plan import plan_study
 
-BASE = {
-    "name": "p",
-    "model": {"name": "fixup_resnet10", "kwargs": {"stem": "cifar", "width": 4}},
-    "data_defaults": {"name": "synthetic", "image_size": 8, "train_size": 32, "test_size": 16},
-    "source": {"data": {"domain": "source"}},
-    "targets": [
-        {"label": "real", "data": {"domain": "real"}},
-        {"label": "quickdraw", "data": {"domain": "quickdraw"}},
-    ],
-    "training": {
-        "pretrain": {"epochs": 4, "lr": 0.1},
-        "pt": {"epochs": 2, "lr": 0.02},
-        "rit": {"epochs": 2, "lr": 0.1},
-    },
-    "seeds": [0, 1],
-    "block_shuffle": {"targets": ["real"], "block_sizes": [None, 4, 8, 0]},
-    "pretrain_checkpoints": {"targets": ["quickdraw"], "epochs": [0, 2, "final"]},
-}
+# Two targets, two seeds, both sweeps, and longer arms (the pretraining epochs are checked).
+BASE = merged(
+    TINY_STUDY,
+    targets=[*TINY_STUDY["targets"], {"label": "quickdraw", "data": {"domain": "quickdraw"}}],
+    training={"pretrain": {"epochs": 4}, "pt": {"epochs": 2}, "rit": {"epochs": 2}},
+    seeds=[0, 1],
+    block_shuffle={"targets": ["real"], "block_sizes": [None, 4, 8, 0]},
+    pretrain_checkpoints={"targets": ["quickdraw"], "epochs": [0, 2, "final"]},
+)
 
 
 def _plan(study: dict):
     return plan_study(parse_study(study, "p.yaml"), "p.yaml")
-
-
-def _with(path: list, value) -> dict:
-    study = copy.deepcopy(BASE)
-    node = study
-    for key in path[:-1]:
-        node = node[key]
-    node[path[-1]] = value
-    return study
 
 
 def _ids_by_arm(plan) -> dict[str, set[str]]:
@@ -135,7 +118,7 @@ def test_sweeps_can_repeat_fewer_seeds_than_the_main_grid():
     early = [r for r in plan.select(group="pretrain_checkpoints") if r.meta.pretrain_epoch != 4]
     assert sorted(run.meta.seed for run in early) == [0, 0, 2, 2]
     # The sweeps' seeds change nothing else: the main grid is the same runs.
-    unswept = _plan(_with(["seeds"], [0, 1, 2]))
+    unswept = _plan(with_setting(BASE, ["seeds"], [0, 1, 2]))
     assert {r.run_id for r in plan.select(group="main")} == {
         r.run_id for r in unswept.select(group="main")
     }
@@ -169,7 +152,7 @@ def test_shuffle_seeds_pair_with_the_sweeps_own_seeds():
 )
 def test_a_change_renames_only_the_runs_it_touches(change, changed_arms):
     before = _ids_by_arm(_plan(BASE))
-    after = _ids_by_arm(_plan(_with(*change)))
+    after = _ids_by_arm(_plan(with_setting(BASE, *change)))
     for arm in before:
         if arm in changed_arms:
             assert not before[arm] & after[arm], arm
@@ -179,7 +162,7 @@ def test_a_change_renames_only_the_runs_it_touches(change, changed_arms):
 
 def test_one_target_setting_replans_only_that_target():
     before = _plan(BASE)
-    after = _plan(_with(["targets", 1, "data", "train_size"], 24))
+    after = _plan(with_setting(BASE, ["targets", 1, "data", "train_size"], 24))
     changed = set(before.runs) ^ set(after.runs)
     touched = {before.runs[i].meta.target for i in changed if i in before.runs}
     assert touched == {"quickdraw"}
@@ -189,7 +172,7 @@ def test_one_target_setting_replans_only_that_target():
 
 def test_adding_a_seed_keeps_every_existing_run():
     before = _plan(BASE)
-    after = _plan(_with(["seeds"], [0, 1, 2]))
+    after = _plan(with_setting(BASE, ["seeds"], [0, 1, 2]))
     assert set(before.runs) < set(after.runs)
     assert {after.runs[i].meta.seed for i in set(after.runs) - set(before.runs)} == {2}
 
@@ -219,11 +202,8 @@ def test_weights_file_source_has_no_source_run(tmp_path):
         assert run.meta.pretrain_epoch is None
 
 
-def test_plan_command_prints_counts_without_running(tmp_path, capsys):
-    import yaml
-
-    path = tmp_path / "p.yaml"
-    path.write_text(yaml.safe_dump(BASE), encoding="utf-8")
+def test_plan_command_prints_counts_without_running(tmp_path, capsys, study_file):
+    path = study_file(BASE, name="p.yaml")
     out = tmp_path / "study"
     assert main(["plan", str(path), "--out", str(out), "--list"]) == 0
     text = capsys.readouterr().out

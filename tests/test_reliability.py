@@ -22,9 +22,9 @@ from pathlib import Path
 import pandas as pd
 import pytest
 import torch
-import yaml
 from safetensors.torch import load_file
 
+from conftest import TINY_STUDY, merged
 from transferlens.study.execute import execute_run
 from transferlens.study.executors.local import make_slots
 from transferlens.study.runner import open_study
@@ -32,28 +32,25 @@ from transferlens.study.runner import open_study
 KILLS = 5
 JOBS = 2
 SEED_ENV = "TRANSFERLENS_TEST_SEED"
-STUDY = {
-    "name": "reliability",
-    "model": {"name": "fixup_resnet10", "kwargs": {"stem": "cifar", "width": 8}},
-    "data_defaults": {
-        "name": "synthetic",
+# Wider, larger and longer than the tiny study: the runner must be killable mid-way.
+STUDY = merged(
+    TINY_STUDY,
+    model={"kwargs": {"width": 8}},
+    data_defaults={
         "image_size": 16,
         "train_size": 256,
         "test_size": 64,
         "options": {"source_classes": 4, "target_classes": 3},
     },
-    "source": {"data": {"domain": "source"}},
-    "targets": [{"label": "real", "data": {"domain": "real"}}],
-    "training": {
+    training={
         # Long enough that five kills (each at most 0.4 s after new progress) cannot finish
         # the study on an idle machine: with 8/5/5 epochs it once finished after three.
-        "pretrain": {"epochs": 16, "lr": 0.05, "batch_size": 32, "lr_milestones": [12]},
-        "pt": {"epochs": 10, "lr": 0.02, "batch_size": 32},
-        "rit": {"epochs": 10, "lr": 0.05, "batch_size": 32},
+        "pretrain": {"epochs": 16, "batch_size": 32, "lr_milestones": [12]},
+        "pt": {"epochs": 10, "batch_size": 32},
+        "rit": {"epochs": 10, "batch_size": 32},
     },
-    "seeds": [0],
-    "pretrain_checkpoints": {"targets": ["real"], "epochs": [1, "final"]},
-}
+    pretrain_checkpoints={"targets": ["real"], "epochs": [1, "final"]},
+)
 
 
 def _progress(out: Path) -> int:
@@ -110,9 +107,8 @@ def _kill_seed() -> int:
 
 
 @pytest.mark.slow
-def test_sigkill_at_random_moments_loses_nothing(tmp_path):
-    study = tmp_path / "study.yaml"
-    study.write_text(yaml.safe_dump(STUDY), encoding="utf-8")
+def test_sigkill_at_random_moments_loses_nothing(tmp_path, study_file):
+    study = study_file(STUDY)
     out, reference = tmp_path / "killed", tmp_path / "reference"
     seed = _kill_seed()
     rng = random.Random(seed)

@@ -9,6 +9,7 @@ import pandas as pd
 import pytest
 from PIL import Image
 
+from conftest import TINY_STUDY, merged
 from transferlens.data import build_data
 from transferlens.io import append_jsonl, atomic_write_json
 from transferlens.results import TABLE_COLUMNS, image_path, table_path
@@ -18,23 +19,14 @@ from transferlens.study.results_files import write_gallery_images
 from transferlens.study.runs_table import write_runs_table
 from transferlens.study.store import StudyStore
 
-STUDY = {
-    "name": "results",
-    "model": {"name": "fixup_resnet10", "kwargs": {"stem": "cifar", "width": 4}},
-    "data_defaults": {"name": "synthetic", "image_size": 8, "train_size": 32, "test_size": 16},
-    "source": {"data": {"domain": "source"}},
-    "targets": [
-        {"label": "real", "data": {"domain": "real"}},
-        {"label": "clipart", "data": {"domain": "clipart"}},
-    ],
-    "training": {
-        "pretrain": {"epochs": 2, "lr": 0.1},
-        "pt": {"epochs": 1, "lr": 0.02},
-        "rit": {"epochs": 1, "lr": 0.1},
-    },
-    "block_shuffle": {"targets": ["real"], "block_sizes": [None, 2]},
-    "analyses": {"mistakes": {}},
-}
+# Two targets (the targets table keeps their order), a block sweep, mistakes.
+STUDY = merged(
+    TINY_STUDY,
+    name="results",
+    targets=[*TINY_STUDY["targets"], {"label": "clipart", "data": {"domain": "clipart"}}],
+    block_shuffle={"targets": ["real"], "block_sizes": [None, 2]},
+    analyses={"mistakes": {}},
+)
 
 
 @pytest.fixture(scope="module")

@@ -17,9 +17,9 @@ from pathlib import Path
 
 import pytest
 import torch
-import yaml
 from safetensors.torch import load_file
 
+from conftest import TINY_STUDY, merged
 from transferlens.cli import main
 from transferlens.io import atomic_save_safetensors
 from transferlens.models import build_model
@@ -28,26 +28,13 @@ from transferlens.study.runner import execute_plan, open_study
 
 pytestmark = [pytest.mark.slurm, pytest.mark.slow]  # a cluster start and jobs: minutes
 SLURM_DIR = Path(__file__).resolve().parents[1].parent / "shared" / "slurm"
-STUDY = {
-    "name": "slurm",
-    "model": {"name": "fixup_resnet10", "kwargs": {"stem": "cifar", "width": 4}},
-    "data_defaults": {
-        "name": "synthetic",
-        "image_size": 8,
-        "train_size": 32,
-        "test_size": 16,
-        "options": {"source_classes": 4, "target_classes": 3},
-    },
-    "source": {"data": {"domain": "source"}},
-    "targets": [{"label": "real", "data": {"domain": "real"}}],
-    "training": {
-        "pretrain": {"epochs": 2, "lr": 0.05, "batch_size": 16},
-        "pt": {"epochs": 1, "lr": 0.02, "batch_size": 16},
-        "rit": {"epochs": 3, "lr": 0.05, "batch_size": 16},
-    },
-    "seeds": [0],
-    "slurm": {"cpus_per_task": 1, "time_minutes": 10},
-}
+# Fewer classes than the synthetic data's default, three RI-T epochs, one CPU a job.
+STUDY = merged(
+    TINY_STUDY,
+    data_defaults={"options": {"source_classes": 4, "target_classes": 3}},
+    training={"rit": {"epochs": 3}},
+    slurm={"cpus_per_task": 1, "time_minutes": 10},
+)
 
 
 @pytest.fixture(scope="session")
@@ -68,14 +55,8 @@ def cluster():
         subprocess.run(["bash", str(stop)], capture_output=True, timeout=300)
 
 
-def _study(tmp_path: Path, **changes) -> Path:
-    path = tmp_path / "study.yaml"
-    path.write_text(yaml.safe_dump({**STUDY, **changes}), encoding="utf-8")
-    return path
-
-
-def test_job_arrays_give_the_local_results(cluster, tmp_path):
-    study = _study(tmp_path)
+def test_job_arrays_give_the_local_results(cluster, tmp_path, study_file):
+    study = study_file(STUDY)
     plan, store = open_study(study, out=tmp_path / "slurm")
     report = execute_plan(plan, store, executor="slurm", progress=False)
     assert report.ok and report.complete == len(plan) == 3, report.failed
@@ -100,7 +81,7 @@ def test_job_arrays_give_the_local_results(cluster, tmp_path):
 
 
 @pytest.mark.parametrize("when", ["pending", "running"])
-def test_cancelled_job_is_a_failure_until_retried(cluster, tmp_path, capsys, when):
+def test_cancelled_job_is_a_failure_until_retried(cluster, tmp_path, capsys, study_file, when):
     weights = tmp_path / "p.safetensors"
     with torch.random.fork_rng():
         torch.manual_seed(0)
@@ -111,7 +92,7 @@ def test_cancelled_job_is_a_failure_until_retried(cluster, tmp_path, capsys, whe
         **STUDY["training"],
         "rit": {"epochs": 150, "lr": 0.05, "batch_size": 16, "checkpoint_every": 50},
     }
-    study = _study(tmp_path, source={"weights": str(weights)}, training=training)
+    study = study_file(STUDY, source={"weights": str(weights)}, training=training)
     out = tmp_path / "out"
     command = [sys.executable, "-m", "transferlens.cli", "run", str(study), "--out", str(out)]
     runner = subprocess.Popen(

@@ -16,6 +16,7 @@ import pytest
 import torch
 from safetensors.torch import save_file
 
+from conftest import TINY_STUDY, merged
 from transferlens.cli import main
 from transferlens.io import append_jsonl, atomic_write_json
 from transferlens.study.loading import parse_study
@@ -25,21 +26,14 @@ from transferlens.study.runs_table import COLUMNS, write_runs_table
 from transferlens.study.status import study_status
 from transferlens.study.store import StudyStore
 
-STUDY = {
-    "name": "s",
-    "model": {"name": "fixup_resnet10", "kwargs": {"stem": "cifar", "width": 4}},
-    "data_defaults": {"name": "synthetic", "image_size": 8, "train_size": 32, "test_size": 16},
-    "source": {"data": {"domain": "source"}},
-    "targets": [{"label": "real", "data": {"domain": "real"}}],
-    "training": {
-        "pretrain": {"epochs": 3, "lr": 0.1},
-        "pt": {"epochs": 2, "lr": 0.02},
-        "rit": {"epochs": 2, "lr": 0.1},
-    },
-    "block_shuffle": {"targets": ["real"], "block_sizes": [None, 0, 2]},
-    "pretrain_checkpoints": {"targets": ["real"], "epochs": [1, "final"]},
-    "analyses": {"cka": {}},
-}
+# Longer arms than the tiny study's (the tests log epochs up to 3), both sweeps, CKA.
+STUDY = merged(
+    TINY_STUDY,
+    training={"pretrain": {"epochs": 3}, "pt": {"epochs": 2}, "rit": {"epochs": 2}},
+    block_shuffle={"targets": ["real"], "block_sizes": [None, 0, 2]},
+    pretrain_checkpoints={"targets": ["real"], "epochs": [1, "final"]},
+    analyses={"cka": {}},
+)
 
 
 @pytest.fixture(scope="module")

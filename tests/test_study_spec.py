@@ -6,8 +6,8 @@ import copy
 from pathlib import Path
 
 import pytest
-import yaml
 
+from conftest import DELETE, TINY_STUDY, merged, with_setting
 from transferlens.cli import main
 from transferlens.errors import UserInputError
 from transferlens.study.loading import load_study, parse_study
@@ -15,26 +15,11 @@ from transferlens.study.plan import plan_study
 
 STUDIES = Path(__file__).resolve().parents[1] / "studies"
 
-TINY = {
-    "name": "tiny",
-    "model": {"name": "fixup_resnet10", "kwargs": {"stem": "cifar", "width": 4}},
-    "data_defaults": {"name": "synthetic", "image_size": 8, "train_size": 32, "test_size": 16},
-    "source": {"data": {"domain": "source"}},
-    "targets": [{"label": "real", "data": {"domain": "real"}}],
-    "training": {
-        "pretrain": {"epochs": 2, "lr": 0.1},
-        "pt": {"epochs": 1, "lr": 0.02},
-        "rit": {"epochs": 1, "lr": 0.1},
-    },
-    "block_shuffle": {"targets": ["real"], "block_sizes": [None, 4, 0]},
-    "pretrain_checkpoints": {"targets": ["real"], "epochs": [0, "final"]},
-}
-
-
-def _write(tmp_path: Path, study: dict) -> Path:
-    path = tmp_path / "study.yaml"
-    path.write_text(yaml.safe_dump(study), encoding="utf-8")
-    return path
+TINY = merged(
+    TINY_STUDY,
+    block_shuffle={"targets": ["real"], "block_sizes": [None, 4, 0]},
+    pretrain_checkpoints={"targets": ["real"], "epochs": [0, "final"]},
+)
 
 
 def _exit_and_line(capsys, argv: list[str]) -> tuple[int, str]:
@@ -43,27 +28,13 @@ def _exit_and_line(capsys, argv: list[str]) -> tuple[int, str]:
     return code, err
 
 
-def _changed(path: list, value) -> dict:
-    study = copy.deepcopy(TINY)
-    node = study
-    for key in path[:-1]:
-        node = node[key]
-    if value is _DELETE:
-        del node[path[-1]]
-    else:
-        node[path[-1]] = value
-    return study
-
-
-_DELETE = object()
-
 BAD = [
     # (change, words the one-line message must contain)
     ((["seedz"], [0]), ["seedz", "unknown key"]),
     ((["training", "pt", "lrr"], 0.1), ["training.pt.lrr", "unknown key"]),
     ((["training", "rit", "epochs"], "ten"), ["training.rit.epochs"]),
     ((["seeds"], "zero"), ["seeds"]),
-    ((["targets"], _DELETE), ["targets", "Field required"]),
+    ((["targets"], DELETE), ["targets", "Field required"]),
     ((["model", "name"], "resnet_9000"), ["model.name", "unknown model"]),
     ((["targets", 0, "data", "name"], "nodata"), ["targets.0.data.name", "unknown dataset"]),
     ((["block_shuffle", "block_sizes"], [None, 5]), ["block_shuffle.block_sizes", "5", "8"]),
@@ -72,7 +43,7 @@ BAD = [
     ((["pretrain_checkpoints", "epochs"], [0, 7]), ["pretrain_checkpoints.epochs", "7"]),
     ((["model", "kwargs"], {"stem": "tiny"}), ["model", "stem"]),
     ((["model", "kwargs"], {"depth": 3}), ["model", "depth"]),
-    ((["training", "pretrain"], _DELETE), ["training.pretrain"]),
+    ((["training", "pretrain"], DELETE), ["training.pretrain"]),
     ((["analyses"], {"cka": {}, "telepathy": {}}), ["analyses", "telepathy", "known: reuse"]),
     (
         (["analyses"], {"criticality": {"n_noize": 3}}),
@@ -84,8 +55,8 @@ BAD = [
 
 
 @pytest.mark.parametrize("change, words", BAD, ids=[" ".join(map(str, c[0])) for c, _ in BAD])
-def test_bad_study_exits_2_with_one_line_naming_the_key(tmp_path, capsys, change, words):
-    path = _write(tmp_path, _changed(*change))
+def test_bad_study_exits_2_with_one_line_naming_the_key(study_file, capsys, change, words):
+    path = study_file(with_setting(TINY, *change))
     code, err = _exit_and_line(capsys, ["plan", str(path)])
     assert code == 2
     assert len(err.splitlines()) == 1, err
@@ -93,13 +64,13 @@ def test_bad_study_exits_2_with_one_line_naming_the_key(tmp_path, capsys, change
         assert word in err, (word, err)
 
 
-def test_missing_data_folder_is_bad_input_for_run(tmp_path, capsys, monkeypatch):
+def test_missing_data_folder_is_bad_input_for_run(tmp_path, capsys, monkeypatch, study_file):
     monkeypatch.delenv("TRANSFERLENS_DATA", raising=False)
     study = copy.deepcopy(TINY)
     study["targets"] = [{"label": "photo", "data": {"name": "pacs", "domain": "photo"}}]
     study["block_shuffle"] = None
     study["pretrain_checkpoints"] = None
-    path = _write(tmp_path, study)
+    path = study_file(study)
     code, err = _exit_and_line(capsys, ["run", str(path), "--out", str(tmp_path / "out")])
     assert code == 2 and len(err.splitlines()) == 1
     assert "targets.0.data.root" in err and "data folder" in err
@@ -111,11 +82,11 @@ def test_missing_data_folder_is_bad_input_for_run(tmp_path, capsys, monkeypatch)
     assert not (tmp_path / "out").exists()  # validated before any work
 
 
-def test_missing_weights_file_is_bad_input(tmp_path, capsys):
+def test_missing_weights_file_is_bad_input(tmp_path, capsys, study_file):
     study = copy.deepcopy(TINY)
     study["source"] = {"weights": str(tmp_path / "absent.safetensors")}
     study["pretrain_checkpoints"] = None
-    path = _write(tmp_path, study)
+    path = study_file(study)
     code, err = _exit_and_line(capsys, ["run", str(path), "--out", str(tmp_path / "out")])
     assert code == 2 and "source.weights" in err
 
@@ -195,4 +166,4 @@ def test_chexpert_study_is_the_paper_protocol():
 
 def test_user_input_error_from_python_api():
     with pytest.raises(UserInputError, match="training.pt.lrr"):
-        parse_study(_changed(["training", "pt", "lrr"], 1.0), "s.yaml")
+        parse_study(with_setting(TINY, ["training", "pt", "lrr"], 1.0), "s.yaml")

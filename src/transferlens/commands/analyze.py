@@ -5,7 +5,7 @@ weights files (--weights FILE with --model NAME --num-classes K). Data come from
 first run's spec (its test split unless --split train; data flags change its keys) or
 from --data NAME --domain D --data-root DIR. The analyses reuse and pretrain-checkpoints
 read a runs.csv table instead. The table is printed and, with --out FILE.csv, written.
-Models and data are loaded by :mod:`transferlens.inputs`, as from Python.
+Models and data are loaded by transferlens.inputs, as from Python.
 """
 
 from __future__ import annotations
@@ -23,10 +23,18 @@ from transferlens.devices import resolve_device
 from transferlens.errors import UserInputError
 from transferlens.io import atomic_write_text
 from transferlens.results import TABLE_COLUMNS
+from transferlens.study.analyses.registry import ANALYSES as REGISTRY
+from transferlens.study.analyses.settings import (
+    CkaSettings,
+    CriticalitySettings,
+    DistanceSettings,
+    InterpolationSettings,
+    MistakesSettings,
+    PretrainCheckpointsSettings,
+    ReuseSettings,
+)
 from transferlens.validation import validate
 
-# Analyses of a runs.csv table; every other analysis runs on models and data.
-TABLE_ANALYSES = ("reuse", "pretrain-checkpoints")
 DATA_FLAGS = SpecFlags(DataSpec)
 
 
@@ -249,22 +257,33 @@ def _pretrain_checkpoints(args: argparse.Namespace) -> pd.DataFrame:
     return pretrain_checkpoints(inputs.read_runs_table(args.runs)).to_frame()
 
 
-# name -> (help, function of the parsed arguments returning the table)
-ANALYSES: dict[str, tuple[str, Callable[[argparse.Namespace], pd.DataFrame]]] = {
-    "cka": ("CKA between the same layers of pairs of models (analysis 3)", _cka_or_mistakes),
-    "mistakes": ("common and uncommon mistakes of pairs of models (analysis 2)", _cka_or_mistakes),
-    "distance": ("l2 distance between two models, whole and per module (analysis 4)", _distance),
-    "interpolation": (
-        "loss and metric on the line between two models, and the barrier (5)",
-        _interpolation,
-    ),
-    "criticality": ("module criticality and rewinding of one run (analysis 6)", _criticality),
-    "reuse": ("feature reuse table from runs.csv (analysis 1)", _reuse),
-    "pretrain-checkpoints": (
-        "which pre-training checkpoint, from runs.csv (analysis 7)",
-        _pretrain_checkpoints,
-    ),
+# The command of each analysis of the registry (keyed by its settings model, so that the
+# names are written once, in transferlens.study.analyses.registry).
+RUNNERS: dict[type, Callable[[argparse.Namespace], pd.DataFrame]] = {
+    ReuseSettings: _reuse,
+    PretrainCheckpointsSettings: _pretrain_checkpoints,
+    MistakesSettings: _cka_or_mistakes,
+    CkaSettings: _cka_or_mistakes,
+    DistanceSettings: _distance,
+    InterpolationSettings: _interpolation,
+    CriticalitySettings: _criticality,
 }
+
+
+def command_name(analysis: str) -> str:
+    """The subcommand of a registry name (``pretrain_checkpoints`` -> ``pretrain-checkpoints``)."""
+    return analysis.replace("_", "-")
+
+
+# subcommand -> (help, function of the parsed arguments returning the table)
+ANALYSES: dict[str, tuple[str, Callable[[argparse.Namespace], pd.DataFrame]]] = {
+    command_name(name): (analysis.title, RUNNERS[analysis.settings])
+    for name, analysis in REGISTRY.items()
+}
+# Analyses of a runs.csv table; every other analysis runs on models and data.
+TABLE_ANALYSES = tuple(
+    command_name(name) for name, analysis in REGISTRY.items() if analysis.reads_runs_table
+)
 
 
 def _write(frame: pd.DataFrame, path: str) -> None:

@@ -21,6 +21,7 @@ from transferlens.models.helpers import (
 )
 from transferlens.models.registry import (
     build_model,
+    check_model_name,
     list_families,
     list_models,
     register_model,
@@ -39,6 +40,7 @@ __all__ = [
     "ScalarBiasConv2d",
     "ScalarBiasLinear",
     "build_model",
+    "check_model_name",
     "criticality_modules",
     "has_resnet_layout",
     "head_prefix",

@@ -103,6 +103,14 @@ def _check_kwargs(name: str, builder: Callable[..., Any], kwargs: dict[str, Any]
             )
 
 
+def check_model_name(name: str) -> str:
+    """``name`` if it is registered or names a member of a family (``timm:<name>``);
+    else ``ValueError`` listing the known names (spec validators report it on one line)."""
+    if name not in list_models() and name.split(":", 1)[0] not in list_families():
+        raise ValueError(str(_unknown(name)))
+    return name
+
+
 def build_model(name: str, num_classes: int, **kwargs: Any) -> nn.Module:
     """Build the model registered as ``name`` with a head of ``num_classes`` outputs.
 

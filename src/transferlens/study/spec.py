@@ -51,13 +51,9 @@ class ModelSettings(StrictModel):
     @field_validator("name")
     @classmethod
     def _known_model(cls, name: str) -> str:
-        from transferlens.models import list_models
+        from transferlens.models import check_model_name
 
-        known = list_models()
-        families = {entry.split(":", 1)[0] for entry in known if ":" in entry}
-        if name not in known and name.split(":", 1)[0] not in families:
-            raise ValueError(f"unknown model {name!r}; known: {', '.join(known)}")
-        return name
+        return check_model_name(name)
 
 
 class ArmSettings(StrictModel):

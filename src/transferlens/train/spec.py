@@ -167,13 +167,9 @@ class TrainSpec(StrictModel):
     @field_validator("model")
     @classmethod
     def _model_exists(cls, model: str) -> str:
-        from transferlens.models import list_models
+        from transferlens.models import check_model_name
 
-        known = list_models()
-        families = {name.split(":", 1)[0] for name in known if ":" in name}
-        if model not in known and model.split(":", 1)[0] not in families:
-            raise ValueError(f"unknown model {model!r}; known: {', '.join(known)}")
-        return model
+        return check_model_name(model)
 
     def with_runs_dir(self, runs_dir: str | os.PathLike) -> TrainSpec:
         """This spec, its relative ``init.run`` found in ``runs_dir`` (identity unchanged).

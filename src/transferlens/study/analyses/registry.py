@@ -45,15 +45,42 @@ class Analysis:
 
     settings: type[AnalysisSettings]
     adapter: Adapter
+    title: str
+    reads_runs_table: bool = False  # computed from runs.csv alone, no model is loaded
 
 
 ANALYSES: dict[str, Analysis] = {
-    "reuse": Analysis(ReuseSettings, analyse_reuse),
-    "pretrain_checkpoints": Analysis(PretrainCheckpointsSettings, analyse_pretrain_checkpoints),
-    "mistakes": Analysis(MistakesSettings, analyse_mistakes),
-    "cka": Analysis(CkaSettings, analyse_cka),
-    "distance": Analysis(DistanceSettings, analyse_distance),
-    "interpolation": Analysis(InterpolationSettings, analyse_interpolation),
-    "criticality": Analysis(CriticalitySettings, analyse_criticality),
+    "reuse": Analysis(
+        ReuseSettings, analyse_reuse, "feature reuse table from runs.csv (analysis 1)", True
+    ),
+    "pretrain_checkpoints": Analysis(
+        PretrainCheckpointsSettings,
+        analyse_pretrain_checkpoints,
+        "which pre-training checkpoint, from runs.csv (analysis 7)",
+        True,
+    ),
+    "mistakes": Analysis(
+        MistakesSettings,
+        analyse_mistakes,
+        "common and uncommon mistakes of pairs of models (analysis 2)",
+    ),
+    "cka": Analysis(
+        CkaSettings, analyse_cka, "CKA between the same layers of pairs of models (analysis 3)"
+    ),
+    "distance": Analysis(
+        DistanceSettings,
+        analyse_distance,
+        "l2 distance between two models, whole and per module (analysis 4)",
+    ),
+    "interpolation": Analysis(
+        InterpolationSettings,
+        analyse_interpolation,
+        "loss and metric on the line between two models, and the barrier (5)",
+    ),
+    "criticality": Analysis(
+        CriticalitySettings,
+        analyse_criticality,
+        "module criticality and rewinding of one run (analysis 6)",
+    ),
 }
 ANALYSIS_NAMES = tuple(ANALYSES)
