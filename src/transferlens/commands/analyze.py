@@ -23,16 +23,8 @@ from transferlens.devices import resolve_device
 from transferlens.errors import UserInputError
 from transferlens.io import atomic_write_text
 from transferlens.results import TABLE_COLUMNS
+from transferlens.study.analyses import settings
 from transferlens.study.analyses.registry import ANALYSES as REGISTRY
-from transferlens.study.analyses.settings import (
-    CkaSettings,
-    CriticalitySettings,
-    DistanceSettings,
-    InterpolationSettings,
-    MistakesSettings,
-    PretrainCheckpointsSettings,
-    ReuseSettings,
-)
 from transferlens.validation import validate
 
 DATA_FLAGS = SpecFlags(DataSpec)
@@ -260,13 +252,13 @@ def _pretrain_checkpoints(args: argparse.Namespace) -> pd.DataFrame:
 # The command of each analysis of the registry (keyed by its settings model, so that the
 # names are written once, in transferlens.study.analyses.registry).
 RUNNERS: dict[type, Callable[[argparse.Namespace], pd.DataFrame]] = {
-    ReuseSettings: _reuse,
-    PretrainCheckpointsSettings: _pretrain_checkpoints,
-    MistakesSettings: _cka_or_mistakes,
-    CkaSettings: _cka_or_mistakes,
-    DistanceSettings: _distance,
-    InterpolationSettings: _interpolation,
-    CriticalitySettings: _criticality,
+    settings.ReuseSettings: _reuse,
+    settings.PretrainCheckpointsSettings: _pretrain_checkpoints,
+    settings.MistakesSettings: _cka_or_mistakes,
+    settings.CkaSettings: _cka_or_mistakes,
+    settings.DistanceSettings: _distance,
+    settings.InterpolationSettings: _interpolation,
+    settings.CriticalitySettings: _criticality,
 }
 
 

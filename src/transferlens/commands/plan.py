@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 
+from transferlens.commands.study_args import add_study_arguments
 from transferlens.study.loading import path_problems
 from transferlens.study.runner import open_study
 from transferlens.study.status import plan_summary
@@ -16,9 +17,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         description="Validate a study file and print its runs by arm and target, with how "
         "many are complete already. Missing data folders are reported, not errors.",
     )
-    parser.add_argument("study", help="study YAML file (e.g. studies/demo.yaml)")
-    parser.add_argument("--out", help="study folder (default: the study's output, runs/<name>)")
-    parser.add_argument("--data-root", help="folder of the real data sets ($TRANSFERLENS_DATA)")
+    add_study_arguments(parser)
     parser.add_argument("--list", action="store_true", help="also list every run")
     parser.set_defaults(handler=run)
 

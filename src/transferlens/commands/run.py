@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import sys
 
+from transferlens.commands.study_args import add_study_arguments
 from transferlens.errors import EXIT_FAILURE, EXIT_OK
 from transferlens.study.executors import EXECUTORS
 from transferlens.study.runner import execute_plan, open_study
@@ -17,9 +18,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         description="Validate, plan and run a study. Complete runs are never recomputed, "
         "interrupted ones resume; several runners may work on one study folder.",
     )
-    parser.add_argument("study", help="study YAML file (e.g. studies/demo.yaml)")
-    parser.add_argument("--out", help="study folder (default: the study's output, runs/<name>)")
-    parser.add_argument("--data-root", help="folder of the real data sets ($TRANSFERLENS_DATA)")
+    add_study_arguments(parser)
     parser.add_argument(
         "--executor",
         choices=tuple(EXECUTORS),

@@ -282,12 +282,3 @@ def fixup_resnet10(
     return _build(
         "fixup_resnet10", FixupBasicBlock, [1, 1, 1, 1], num_classes, stem, width, in_channels
     )
-
-
-__all__ = [
-    "FixupBasicBlock",
-    "FixupBottleneck",
-    "FixupResNet",
-    "ScalarBiasConv2d",
-    "ScalarBiasLinear",
-]

@@ -8,30 +8,5 @@ see ``context.py``); :func:`run_analyses` runs the requested ones in that order.
 from transferlens.study.analyses.context import StudyContext, TargetModels
 from transferlens.study.analyses.registry import ANALYSES, ANALYSIS_NAMES, Analysis
 from transferlens.study.analyses.run import run_analyses
-from transferlens.study.analyses.settings import (
-    AnalysisSettings,
-    CkaSettings,
-    CriticalitySettings,
-    DistanceSettings,
-    InterpolationSettings,
-    MistakesSettings,
-    PretrainCheckpointsSettings,
-    ReuseSettings,
-)
 
-__all__ = [
-    "ANALYSES",
-    "ANALYSIS_NAMES",
-    "Analysis",
-    "AnalysisSettings",
-    "CkaSettings",
-    "CriticalitySettings",
-    "DistanceSettings",
-    "InterpolationSettings",
-    "MistakesSettings",
-    "PretrainCheckpointsSettings",
-    "ReuseSettings",
-    "StudyContext",
-    "TargetModels",
-    "run_analyses",
-]
+__all__ = ["ANALYSES", "ANALYSIS_NAMES", "Analysis", "StudyContext", "TargetModels", "run_analyses"]

@@ -20,7 +20,6 @@ from __future__ import annotations
 import multiprocessing
 import os
 import signal
-from collections.abc import Callable
 from contextlib import contextmanager, suppress
 from dataclasses import asdict, dataclass
 from multiprocessing.connection import Connection, wait
@@ -28,9 +27,9 @@ from pathlib import Path
 from typing import Any
 
 from transferlens.errors import UserInputError
-from transferlens.study.execute import DEFAULT_TRAIN_FUNCTION, Outcome, execute_run
+from transferlens.study.execute import Outcome, execute_run
 from transferlens.study.executors.processes import die_with_parent
-from transferlens.study.executors.protocol import ExecutorOptions
+from transferlens.study.executors.protocol import ExecutorOptions, open_scheduler
 from transferlens.study.plan import Plan
 from transferlens.study.progress import ProgressView
 from transferlens.study.scheduler import Scheduler
@@ -211,39 +210,19 @@ class LocalExecutor:
         """The executor for ``transferlens run``'s options (devices/jobs: else the study's)."""
         devices = options.devices if options.devices is not None else plan.study.devices
         slots = make_slots(devices, options.jobs or plan.study.jobs, options.nproc_per_node)
-        return cls(
-            slots,
-            retry_failed=options.retry_failed,
-            progress=options.progress,
-            on_run_finished=options.on_run_finished,
-            train_function=options.train_function,
-        )
+        return cls(slots, options)
 
-    def __init__(
-        self,
-        slots: list[Slot],
-        *,
-        retry_failed: bool = False,
-        progress: bool | None = None,
-        on_run_finished: Callable[[str], None] | None = None,
-        train_function: str = DEFAULT_TRAIN_FUNCTION,
-    ) -> None:
+    def __init__(self, slots: list[Slot], options: ExecutorOptions | None = None) -> None:
         self.slots = slots
-        self.retry_failed = retry_failed
-        self.progress = progress
-        self.on_run_finished = on_run_finished
-        self.train_function = train_function
+        self.options = options if options is not None else ExecutorOptions()
 
     def run(self, plan: Plan, store: StudyStore) -> Scheduler:
         """Run every runnable run of ``plan``; returns the final scheduler view."""
-        scheduler = Scheduler(
-            plan, store, retry_failed=self.retry_failed, on_finish=self.on_run_finished
-        )
-        scheduler.poll()
+        scheduler = open_scheduler(plan, store, self.options)
         if scheduler.finished():
             return scheduler
         workers: list[_Worker | None] = [None] * len(self.slots)
-        view = ProgressView(plan, [slot.label for slot in self.slots], live=self.progress)
+        view = ProgressView(plan, [slot.label for slot in self.slots], live=self.options.progress)
         try:
             with view:
                 self._loop(plan, store, scheduler, workers, view)
@@ -273,8 +252,8 @@ class LocalExecutor:
                     worker = workers[index] = _Worker(
                         slot,
                         store.root,
-                        self.retry_failed,
-                        self.train_function,
+                        self.options.retry_failed,
+                        self.options.train_function,
                         self.always_torchrun,
                     )
                 run = ready[0]

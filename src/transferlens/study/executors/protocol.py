@@ -13,10 +13,10 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Protocol
 
 from transferlens.study.execute import DEFAULT_TRAIN_FUNCTION
+from transferlens.study.scheduler import Scheduler
 
 if TYPE_CHECKING:
     from transferlens.study.plan import Plan
-    from transferlens.study.scheduler import Scheduler
     from transferlens.study.store import StudyStore
 
 
@@ -45,3 +45,12 @@ class ExecutorOptions:
 
 
 ExecutorFactory = Callable[["Plan", ExecutorOptions], Executor]
+
+
+def open_scheduler(plan: Plan, store: StudyStore, options: ExecutorOptions) -> Scheduler:
+    """The scheduler an executor follows, polled once (``finished()``: nothing to do)."""
+    scheduler = Scheduler(
+        plan, store, retry_failed=options.retry_failed, on_finish=options.on_run_finished
+    )
+    scheduler.poll()
+    return scheduler

@@ -22,14 +22,13 @@ import os
 import signal
 import subprocess
 import time
-from collections.abc import Callable
 from dataclasses import asdict
 from typing import Any
 
 from transferlens.errors import UserInputError
 from transferlens.io import atomic_write_json
 from transferlens.study.execute import Outcome, execute_run
-from transferlens.study.executors.protocol import ExecutorOptions
+from transferlens.study.executors.protocol import ExecutorOptions, open_scheduler
 from transferlens.study.plan import Plan, PlannedRun
 from transferlens.study.progress import ProgressView
 from transferlens.study.scheduler import Scheduler
@@ -109,29 +108,17 @@ class SlurmExecutor:
     @classmethod
     def from_options(cls, plan: Plan, options: ExecutorOptions) -> SlurmExecutor:
         """The executor for ``transferlens run``'s options and the study's ``slurm`` settings."""
-        return cls(
-            plan.study.slurm,
-            partition=options.partition,
-            retry_failed=options.retry_failed,
-            progress=options.progress,
-            on_run_finished=options.on_run_finished,
-        )
+        return cls(plan.study.slurm, options)
 
     def __init__(
         self,
         settings: SlurmSettings,
+        options: ExecutorOptions | None = None,
         *,
-        partition: str | None = None,
-        retry_failed: bool = False,
-        progress: bool | None = None,
-        on_run_finished: Callable[[str], None] | None = None,
         poll_seconds: float = POLL_SECONDS,
     ) -> None:
         self.settings = settings
-        self.partition = partition
-        self.retry_failed = retry_failed
-        self.progress = progress
-        self.on_run_finished = on_run_finished
+        self.options = options if options is not None else ExecutorOptions()
         self.poll_seconds = poll_seconds
 
     def _executor(self, store: StudyStore, resources: SlurmResources) -> Any:
@@ -145,7 +132,7 @@ class SlurmExecutor:
             "array_parallelism": self.settings.array_parallelism,
             "job_name": f"transferlens-{store.root.name}",
         }
-        partition = self.partition or resources.partition
+        partition = self.options.partition or resources.partition
         if partition:
             parameters["partition"] = partition
         if resources.gpus_per_task:
@@ -164,15 +151,12 @@ class SlurmExecutor:
 
     def run(self, plan: Plan, store: StudyStore) -> Scheduler:
         """Submit every runnable run and follow the jobs until nothing is left."""
-        scheduler = Scheduler(
-            plan, store, retry_failed=self.retry_failed, on_finish=self.on_run_finished
-        )
-        scheduler.poll()
+        scheduler = open_scheduler(plan, store, self.options)
         if scheduler.finished():
             return scheduler
         job_class = _make_checkpointable()
         active: dict[str, Any] = self._reattach(plan, store, scheduler)
-        view = ProgressView(plan, [], live=self.progress)
+        view = ProgressView(plan, [], live=self.options.progress)
         with view:
             while True:
                 scheduler.poll()
@@ -204,7 +188,7 @@ class SlurmExecutor:
             executor = self._executor(store, resources)
             with executor.batch():
                 jobs = [
-                    executor.submit(job_class(), str(store.root), run, self.retry_failed)
+                    executor.submit(job_class(), str(store.root), run, self.options.retry_failed)
                     for run in runs
                 ]
             for run, job in zip(runs, jobs):
