@@ -30,6 +30,7 @@ from transferlens.results import image_path, table_path
 TARGETS = ("near", "middle", "far")  # closest to the source first
 TASKS = {"near": "multiclass", "middle": "multiclass", "far": "multilabel"}
 MODULES = ("conv1", "layer1.0", "layer1.1", "layer2.0", "layer2.1", "fc")
+NETWORK = "network"  # criticality.csv's whole-network row
 LAYERS = ("conv1", "layer1", "layer2", "layer3", "layer4")
 BLOCK_SIZES = (None, 0, 1, 2, 4, 8)
 PRETRAIN_EPOCHS = (0, 1, 2, 4)
@@ -388,6 +389,20 @@ def _criticality(root: Path, hold: bool, omit: set[str]) -> None:
                         sigma=0.3,
                     )
                 )
+            # The whole network, as the analysis writes it: the summed criticality, no
+            # rewound metric (nothing was rewound), no alpha or sigma.
+            network = sum(0.05 + 40 * rewind_cost(init, m, hold, target) for m in MODULES)
+            rows.append(
+                dict(
+                    target=target,
+                    init=init,
+                    module=NETWORK,
+                    rewind_metric=None,
+                    criticality=network,
+                    alpha=None,
+                    sigma=None,
+                )
+            )
             for path in ("direct", "checkpoints"):
                 for distance in np.linspace(0, 2.0, 6):
                     for sigma in np.linspace(0, 1, 6):

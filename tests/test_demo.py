@@ -117,6 +117,15 @@ def test_fast_demo_succeeds_and_prints_findings_and_report(demo) -> None:
     assert f"report: {index}" in result.stdout
     # Progress names the runs it trains and counts what is left (plain mode).
     assert "started" in result.stderr and "P source seed 0" in result.stderr
+    # ... after a header line (study, folder, runs, workers), with the time left per epoch
+    # and the steps of the long analyses.
+    header = result.stderr.splitlines()[0]
+    assert header.startswith(f"demo: study demo-fast in {folder}: ")
+    assert " already complete), " in header and " at once (cpu#0" in header
+    assert header.endswith(", then 7 analyses and the report")
+    assert ", run eta " in result.stderr and ", study eta " in result.stderr
+    assert "[analysis 7/7] criticality: real PT module 1/6 conv1" in result.stderr
+    assert "[analysis 4/7] cka: real: target 1/3" in result.stderr
 
 
 @pytest.mark.parametrize("name", list(TABLE_COLUMNS))
@@ -172,6 +181,8 @@ def test_second_run_reuses_everything(demo) -> None:
     again = run_demo("--fast", "--out", str(folder), "--no-progress")
     assert again.code == 0, again.stderr[-2000:]
     assert "(0 runs trained now" in again.stdout
+    planned = len(plan_study(load_study(demo_study_file(fast=True))))
+    assert f"{planned} runs ({planned} already complete)" in again.stderr
     assert "started" not in again.stderr  # no run was handed to a worker
 
 

@@ -165,6 +165,9 @@ def test_slots_from_devices_and_jobs():
     if torch.cuda.device_count() == 0:
         with pytest.raises(UserInputError, match="GPU 0 is not available"):
             make_slots("0")
+        with pytest.raises(UserInputError, match="'cuda' requested but CUDA is not available"):
+            make_slots("cuda")
+        assert make_slots("auto")[0].label == "cpu#0"  # auto falls back; cuda never does
 
 
 def test_live_view_shows_workers_runs_and_epochs(tmp_path, study_file):
@@ -186,6 +189,7 @@ def test_live_view_shows_workers_runs_and_epochs(tmp_path, study_file):
     text = buffer.getvalue()
     assert rit.run_id in text and "RIT real seed 0" in text and "1/1" in text
     assert "FAILED" in text and "RuntimeError: boom" in text and "runs complete" in text
+    assert "eta" in text  # the time left (estimated once an epoch is measured)
 
 
 def test_analyses_hook_runs_once_everything_is_complete(tmp_path, monkeypatch, study_file):
@@ -194,7 +198,7 @@ def test_analyses_hook_runs_once_everything_is_complete(tmp_path, monkeypatch, s
 
     calls = []
     monkeypatch.setattr(
-        study_analyses, "run_analyses", lambda plan, store, progress: calls.append((plan, store))
+        study_analyses, "run_analyses", lambda plan, store, **shown: calls.append((plan, store))
     )
     study, out = study_file(STUDY, analyses={"distance": {}}), tmp_path / "out"
     plan, store, report = _run(study, out)
@@ -202,7 +206,7 @@ def test_analyses_hook_runs_once_everything_is_complete(tmp_path, monkeypatch, s
     assert len(calls) == 1 and calls[0][0] is plan and calls[0][1].root == store.root
     assert store.analyses_state()["state"] == "complete"
 
-    def broken(plan, store, progress):
+    def broken(plan, store, **shown):
         raise ValueError("no such layer\nconv9")
 
     monkeypatch.setattr(study_analyses, "run_analyses", broken)

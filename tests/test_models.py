@@ -427,6 +427,33 @@ def test_load_weights_file_unwraps_and_strips(tmp_path):
     assert torch.equal(loaded["conv1.weight"], tensors["conv1.weight"])
     torch.save({"model": {f"_orig_mod.{k}": v for k, v in tensors.items()}}, tmp_path / "w.pt")
     assert set(load_weights_file(tmp_path / "w.pt")) == set(tensors)
+    # The common .th suffix, and the wrapper key of PyTorch's own checkpoint tutorial.
+    torch.save({"epoch": 9, "model_state_dict": tensors}, tmp_path / "resnet20.th")
+    assert set(load_weights_file(tmp_path / "resnet20.th")) == set(tensors)
+    torch.save({"net": tensors, "acc": 93.0}, tmp_path / "ckpt.bin")
+    assert set(load_weights_file(tmp_path / "ckpt.bin")) == set(tensors)
+
+
+def test_check_weights_file_names_the_file_and_the_first_key_that_does_not_fit(tmp_path):
+    from transferlens.models.weights import backbone_fit, check_weights_file
+
+    kwargs = {"stem": "cifar", "width": 4}
+    fits = tmp_path / "fits.pth"
+    torch.save(build_model("fixup_resnet10", 7, **kwargs).state_dict(), fits)
+    check_weights_file(fits, "fixup_resnet10", kwargs)  # another head size is fine
+    reduced = build_model("fixup_resnet10", 7, **kwargs).state_dict()
+    del reduced["layer1.0.conv1.weight"]
+    torch.save(reduced, tmp_path / "reduced.pth")
+    with pytest.raises(UserInputError) as caught:
+        check_weights_file(tmp_path / "reduced.pth", "fixup_resnet10", kwargs)
+    assert str(caught.value) == (
+        f"{tmp_path / 'reduced.pth'}: does not fit model 'fixup_resnet10': "
+        "missing key 'layer1.0.conv1.weight'"
+    )
+    wide = build_model("fixup_resnet10", 7, stem="cifar", width=8).state_dict()
+    fit = backbone_fit(build_model("fixup_resnet10", 2, **kwargs), wide)
+    assert not fit.fits and fit.skipped == ["fc.bias", "fc.input_bias", "fc.weight"]
+    assert fit.mismatched["conv1.weight"] == ((8, 3, 3, 3), (4, 3, 3, 3))
 
 
 def test_reference_fixup_checkpoint_names_are_mapped(tmp_path):

@@ -11,6 +11,8 @@ import pytest
 from conftest import TINY_STUDY, merged, with_setting
 from transferlens.cli import main
 from transferlens.errors import UserInputError
+from transferlens.io import atomic_save_safetensors
+from transferlens.models import build_model
 from transferlens.study.loading import parse_study
 from transferlens.study.plan import plan_study
 
@@ -190,8 +192,10 @@ def test_data_root_does_not_rename_runs(tmp_path, monkeypatch):
 
 
 def test_weights_file_source_has_no_source_run(tmp_path):
-    weights = tmp_path / "w.safetensors"
-    weights.write_bytes(b"")
+    weights = tmp_path / "w.safetensors"  # weights that fit the study's model
+    atomic_save_safetensors(
+        build_model("fixup_resnet10", 2, stem="cifar", width=4).state_dict(), weights
+    )
     study = copy.deepcopy(BASE)
     study["source"] = {"weights": str(weights)}
     study["pretrain_checkpoints"] = None

@@ -38,7 +38,14 @@ from transferlens.report import (
     load_test_images,
 )
 from transferlens.report.findings import lower_modules
+from transferlens.report.gallery import cell_title
 from transferlens.report.sections_training import learning_curves_frame
+from transferlens.report.seed_pairs import (
+    describe_pairs,
+    first_seed_pair,
+    seed_pairs,
+    seeds_by_model,
+)
 from transferlens.report.tables import target_order
 from transferlens.results import image_path, main_runs
 
@@ -179,6 +186,89 @@ def test_provenance_lists_every_run_and_orphan_folder(full_report: tuple[Path, P
     assert " ".join(orphan.split()) in page.text  # the all-digit digest stays text
     checkpoint_run = "target-neaptck0 target PT near 0 none 0 complete 0 n/a n/a"
     assert checkpoint_run in page.text  # a run without a row in provenance.csv
+
+
+class GalleryPlaces(HTMLParser):
+    """For every gallery tile: is it inside a ``<details>`` that is closed on load?"""
+
+    def __init__(self, text: str) -> None:
+        super().__init__()
+        self.open_stack: list[bool] = []
+        self.tiles_collapsed: list[bool] = []
+        self.feed(text)
+
+    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
+        if tag == "details":
+            self.open_stack.append(any(name == "open" for name, _ in attrs))
+        if tag == "img" and (dict(attrs).get("src") or "").startswith("gallery_"):
+            self.tiles_collapsed.append(bool(self.open_stack) and not any(self.open_stack))
+
+    def handle_endtag(self, tag: str) -> None:
+        if tag == "details":
+            self.open_stack.pop()
+
+
+def test_galleries_are_collapsed(full_report: tuple[Path, Page]) -> None:
+    study, page = full_report
+    places = GalleryPlaces((study / "report" / "index.html").read_text(encoding="utf-8"))
+    assert len(places.tiles_collapsed) == len(TARGETS) * 3 * 4
+    assert all(places.tiles_collapsed)
+    for target in TARGETS:  # the closed gallery's summary says what is inside
+        assert (
+            f"Test images of {target}, PT-RIT: P-T seed 0 (first) vs RI-T seed 0 (second) (12 images)"
+            in page.text
+        )
+
+
+def test_galleries_are_captioned_with_their_target_and_runs(full_report: tuple[Path, Page]) -> None:
+    _, page = full_report
+    assert "Real test images" not in page.text
+    for target in TARGETS:
+        assert f"Test images of {target} from each cell of its 2 x 2 table" in page.text
+        prefix = f"target-{target[:3]}"
+        assert (
+            f"first = P-T seed 0 (run {prefix}pt000), second = RI-T seed 0 (run {prefix}rit000)"
+            in page.text
+        )
+    assert "P-T seed 0 wrong, RI-T seed 0 right: 4 shown" in page.text
+    assert "P-T seed 0: 1" in page.text  # each tile names the model of its prediction
+
+
+def test_mistakes_table_names_the_models_of_each_pair(full_report: tuple[Path, Page]) -> None:
+    _, page = full_report
+    both_right, both_wrong, first_wrong, second_wrong = MISTAKE_COUNTS["PT-PT"]
+    row = (f"near PT-PT P-T seed 0 (first) vs P-T seed 1 (second) {sum(MISTAKE_COUNTS['PT-PT'])} "
+           f"{both_right} {both_wrong} {first_wrong} (P-T seed 0 wrong) "
+           f"{second_wrong} (P-T seed 1 wrong)")  # fmt: skip
+    assert row in page.text
+    pooled = "mean of 4 seed pairs: P-T seeds 0, 1 (first) x RI-T seeds 0, 1 (second)"
+    assert f"near PT-RIT {pooled}" in page.text
+    assert "the lower seed is first" in page.text
+
+
+def test_seed_pairs_follow_the_analyses_order() -> None:
+    runs = pd.DataFrame(
+        [
+            dict(run_id=f"{init}-{seed}", kind="target", init=init, target="t", seed=seed,
+                 block_size=None, pretrain_epoch=None, status=status)
+            for init in ("PT", "RIT")
+            for seed, status in ((2, "complete"), (0, "complete"), (1, "complete"), (3, "failed"))
+        ]
+    )  # fmt: skip
+    seeds = seeds_by_model(runs)
+    assert [(a.run_id, b.run_id) for a, b in seed_pairs(seeds, "t", "PT-PT")] == [
+        ("PT-0", "PT-1"), ("PT-0", "PT-2"), ("PT-1", "PT-2"),
+    ]  # fmt: skip
+    assert first_seed_pair(seeds, "t", "PT-RIT")[1].described == "RI-T seed 0 (run RIT-0)"
+    assert describe_pairs(seeds, "t", "RIT-RIT") == (
+        "mean of 3 seed pairs of RI-T seeds 0, 1, 2, the lower seed first"
+    )
+    # Without runs.csv the models are named by position.
+    assert describe_pairs({}, "t", "PT-PT") == "P-T (first) vs P-T (second)"
+    first, second = first_seed_pair({}, "t", "PT-PT")
+    assert cell_title(first.label, second.label, "only_first_wrong") == (
+        "first P-T wrong, second P-T right"
+    )
 
 
 # --- findings on hand-made tables -----------------------------------------------------------

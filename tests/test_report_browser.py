@@ -1,7 +1,8 @@
 """The report in a real browser: headless Chromium loads the page from disk (file://, no
 server, no network) and a probe script injected into a copy of the page reports broken
 images, blank figures, script/console errors and horizontal overflow into the DOM, which
-``--dump-dom`` hands back. Also: a screenshot at laptop size and a printed PDF.
+``--dump-dom`` hands back (it opens the collapsed galleries first, so their tiles are
+measured too, and records the page's height before and after). Also: a screenshot at laptop size and a printed PDF.
 
 Skips when /usr/bin/chromium is absent (install: apt-get install -y chromium).
 Set TRANSFERLENS_SCREENSHOTS=<folder> to keep the screenshot for a look.
@@ -75,7 +76,14 @@ PROBE = """<script>
   }
   window.addEventListener("load", function () {
     var report = {errors: errors, broken: [], blank: [], hidden: [], empty_figures: 0,
-                  images: 0, figures: 0, sections: [], scroll_width: 0};
+                  images: 0, figures: 0, sections: [], scroll_width: 0, collapsed: 0,
+                  collapsed_height: 0, open_height: 0};
+    // The galleries load collapsed; open them so that their images are measured too.
+    var closed = document.querySelectorAll("details:not([open])");
+    report.collapsed = closed.length;
+    report.collapsed_height = document.documentElement.scrollHeight;
+    closed.forEach(function (details) { details.open = true; });
+    report.open_height = document.documentElement.scrollHeight;
     document.querySelectorAll("img").forEach(function (img) {
       var src = img.getAttribute("src");
       report.images += 1;
@@ -146,6 +154,10 @@ def test_page_loads_without_errors_or_broken_images(report_dir: Path, tmp_path: 
     assert report["figures"] > 10
     assert report["sections"][0] == "findings" and report["sections"][-1] == "provenance"
     assert report["scroll_width"] <= LAPTOP[0]  # nothing overflows a laptop screen sideways
+    # One closed gallery per target and pair (the fixture's examples are PT-RIT only);
+    # opening them makes the page longer.
+    assert report["collapsed"] == 3
+    assert report["open_height"] - report["collapsed_height"] > 3 * 100  # 96-pixel tiles
 
 
 def test_probe_catches_broken_and_blank_images(report_dir: Path, tmp_path: Path) -> None:

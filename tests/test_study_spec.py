@@ -45,6 +45,8 @@ BAD = [
     ((["model", "kwargs"], {"depth": 3}), ["model", "depth"]),
     ((["training", "pretrain"], DELETE), ["training.pretrain"]),
     ((["analyses"], {"cka": {}, "telepathy": {}}), ["analyses", "telepathy", "known: reuse"]),
+    ((["threads_per_run"], 0), ["threads_per_run", "0"]),
+    ((["keep_checkpoints"], "some"), ["keep_checkpoints", "some"]),
     (
         (["analyses"], {"criticality": {"n_noize": 3}}),
         ["analyses.criticality.n_noize: unknown key"],

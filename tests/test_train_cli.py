@@ -267,3 +267,56 @@ def test_bad_generated_flag_is_one_line_naming_it(tmp_path: Path, argv, expected
     lines = capsys.readouterr().err.strip().splitlines()
     assert code == 2 and len(lines) == 1 and expected in lines[0], lines
     assert not (tmp_path / "out").exists()
+
+
+README = Path(__file__).resolve().parents[1] / "README.md"
+
+
+def readme_own_data_yaml() -> dict:
+    """The train YAML of README's "Your own data" section."""
+    section = README.read_text(encoding="utf-8").split("## Your own data", 1)[1]
+    return yaml.safe_load(section.split("```yaml\n", 1)[1].split("```", 1)[0])
+
+
+def test_readme_own_data_example_trains_with_the_stated_defaults(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys
+) -> None:
+    from PIL import Image
+
+    from transferlens.data import build_data
+    from transferlens.train import TrainSpec
+
+    monkeypatch.setenv("TRANSFERLENS_CACHE", str(tmp_path / "cache"))
+    for label, colour in (("cat", (200, 40, 40)), ("dog", (40, 40, 200))):
+        (tmp_path / "my_images" / label).mkdir(parents=True)
+        for index in range(10):
+            shade = tuple(min(255, value + 5 * index) for value in colour)
+            Image.new("RGB", (12, 12), shade).save(tmp_path / "my_images" / label / f"{index}.png")
+    config = readme_own_data_yaml()
+    assert config["data"]["name"] == "image_folder"
+    config["data"]["root"] = str(tmp_path / "my_images")
+    spec = TrainSpec.model_validate(config)
+    assert spec.batch_size == 128 and spec.data.split_seed == 0 and not spec.data.augment
+    path = write_config(tmp_path, config, "my-run.yaml")
+    out = tmp_path / "runs" / "mine"
+    argv = ["train", str(path), "--out", str(out), "--epochs", "1", "--device", "cpu"]
+    assert main([*argv, "--no-progress"]) == 0, capsys.readouterr().err
+    assert (out / "complete.json").is_file()
+    written = json.loads((out / "spec.json").read_text())
+    assert written["batch_size"] == 128 and written["data"]["image_size"] == 64
+    # The stated split: 80/20 per class, 8 + 8 of the 20 images trained on.
+    metrics = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    assert metrics[-1]["images"] == 16
+    splits = build_data(spec.data)
+    assert (len(splits.train), len(splits.test)) == (16, 4)
+    assert sorted(splits.test.targets.tolist()) == [0, 0, 1, 1]
+
+
+def test_train_help_shows_no_sphinx_markup(capsys) -> None:
+    with pytest.raises(SystemExit) as stopped:
+        main(["train", "--help"])
+    assert stopped.value.code == 0
+    text = capsys.readouterr().out
+    assert "TrainSpec" in text and "image_folder" in text and "docs/reference.md" in text
+    for markup in ("``", ":class:", ":func:", "~transferlens"):
+        assert markup not in text

@@ -24,6 +24,7 @@ import torch.distributed as dist
 from torch import nn
 from torch.utils.data import DataLoader, Sampler
 
+from transferlens.devices import resolve_device
 from transferlens.metrics import Task, correct_predictions, mean_roc_auc, task_loss
 
 
@@ -159,7 +160,7 @@ def evaluate(
     ``distributed`` (default: whether a process group of >1 processes is running)
     reduces over processes; each process must then hold a disjoint shard.
     """
-    device = torch.device(device) if device is not None else model_device(model)
+    device = resolve_device(device) if device is not None else model_device(model)
     reduce = is_distributed() if distributed is None else distributed
     loss_sum = torch.zeros((), dtype=torch.float64, device=device)
     correct = torch.zeros((), dtype=torch.int64, device=device)
@@ -207,7 +208,7 @@ def predict(
     amp: bool = False,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Logits ``[N, K]`` (float32, CPU) and targets of this process's data, in loader order."""
-    device = torch.device(device) if device is not None else model_device(model)
+    device = resolve_device(device) if device is not None else model_device(model)
     all_logits: list[torch.Tensor] = []
     all_targets: list[torch.Tensor] = []
     with evaluation_mode([model]), torch.inference_mode():

@@ -97,7 +97,7 @@ def load_models(
     loaded: list[tuple[str, nn.Module]] = []
     for index, run_dir in enumerate(runs):
         epoch = epochs[index] if len(epochs) > 1 else epochs[0]
-        loaded.append((Path(run_dir).name, load_model(run_dir, epoch)))
+        loaded.append((Path(run_dir).name, load_model(check_run_folder(run_dir), epoch)))
     for path in weights:
         network = load_weights_model(path, model, num_classes, model_kwargs)  # type: ignore[arg-type]
         loaded.append((Path(path).stem, network))
@@ -112,11 +112,25 @@ def load_models(
     return dict(zip(chosen, (network for _, network in loaded)))
 
 
+def check_run_folder(run: str | os.PathLike, where: str = "runs") -> Path:
+    """``run`` as a path, after checking that it is a run folder (``where`` names the
+    parameter in the error): a folder that does not exist is not 'not complete'."""
+    from transferlens.train.run_dir import read_spec_json
+
+    path = Path(run)
+    if not path.exists():
+        raise UserInputError(f"{where}: run folder {path} does not exist")
+    if not path.is_dir():
+        raise UserInputError(f"{where}: {path} is a file, not a run folder")
+    read_spec_json(path, where=where)  # a folder without the run's spec is not a run
+    return path
+
+
 def run_data(run: str | os.PathLike) -> tuple[DataSpec, int]:
     """The data spec a run folder was trained on, and its evaluation batch size."""
     from transferlens.train import load_run
 
-    spec = load_run(run).train_spec()
+    spec = load_run(check_run_folder(run)).train_spec()
     return spec.data, spec.eval_batch_size
 
 

@@ -47,7 +47,7 @@ def validate(spec_type: type[SpecT], data: Any, source: str) -> SpecT:
     try:
         return spec_type.model_validate(data)
     except ValidationError as error:
-        raise UserInputError(format_validation_error(error, source)) from None
+        raise UserInputError(format_validation_error(error, source, spec_type)) from None
 
 
 def load_spec(spec_type: type[SpecT], path: str | os.PathLike) -> SpecT:

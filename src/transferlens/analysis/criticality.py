@@ -48,7 +48,7 @@ pass cut short counts as a whole one; the reference evaluation included),
 from __future__ import annotations
 
 import copy
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -287,6 +287,7 @@ def module_criticality(
     metric_loader: Iterable | None = None,
     search: str = "pruned",
     device: str | torch.device | None = None,
+    progress: Callable[[str], None] | None = None,
 ) -> CriticalityResult:
     """Criticality of each module and the metric with that module rewound to ``model_init``.
 
@@ -295,7 +296,8 @@ def module_criticality(
     with the module alone set to its initial value, no noise (the paper's figure).
     One :class:`ModuleCriticality` per module (default: ``conv1``, each residual
     block, the head for ResNets); the network's criticality is their sum. The grid
-    defaults to :func:`criticality_grid` ``()``.
+    defaults to :func:`criticality_grid` ``()``. ``progress``, when given, is called with
+    ``module 3/6 layer2`` as each module's search begins (it changes nothing computed).
     """
     check_task(task)
     if not isinstance(model_final, nn.Module):
@@ -327,7 +329,9 @@ def module_criticality(
     settings = {"modules": list(modules), "alphas": alphas, "sigmas": sigmas, "n_noise": n_noise,
                 "tolerance": tolerance, "seed": seed, "search": search}  # fmt: skip
     results = []
-    for module in modules:
+    for number, module in enumerate(modules, 1):
+        if progress is not None:
+            progress(f"module {number}/{len(modules)} {module}")
         slot = ModuleSlot(working, module)
         init, final = slot.values_from(state_init), slot.values_from(state_final)
         squared = squared_distance(final, init, slot.parameter_names)

@@ -11,7 +11,7 @@ module's parameters move along a path from their initial value to their final on
 from __future__ import annotations
 
 import copy
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -89,6 +89,7 @@ def path_grid(
     n_noise: int = 1,
     seed: int = 0,
     device: str | torch.device | None = None,
+    progress: Callable[[str], None] | None = None,
 ) -> PathGridResult:
     """Loss and metric over (distance along a path from the init, noise sigma) for one module.
 
@@ -100,7 +101,8 @@ def path_grid(
     other module stays final. Noise ``N(0, sigma^2 I)`` is added to the module's
     parameters (``n_noise`` draws averaged; sigma 0 means none). Each point: ``path,
     distance`` (l2 length along the path), ``distance_from_init`` (straight l2 to the
-    init), ``sigma, loss, metric``.
+    init), ``sigma, loss, metric``. ``progress``, when given, is called with ``conv1 path
+    1/2 direct (11 points x 5 sigmas)`` as each path begins (it changes nothing computed).
     """
     check_task(task)
     check_count(n_points, "n_points", minimum=2)
@@ -128,6 +130,11 @@ def path_grid(
     names = slot.parameter_names
     rows = []
     for path_index, (path, path_states) in enumerate(paths.items()):
+        if progress is not None:
+            progress(
+                f"{module} path {path_index + 1}/{len(paths)} {path} "
+                f"({n_points} points x {len(sigmas)} sigmas)"
+            )
         for point_index, (distance, values) in enumerate(_path_states(slot, path_states, n_points)):
             from_init = squared_distance(values, states[0], names) ** 0.5
             for sigma_index, sigma in enumerate(sigmas):

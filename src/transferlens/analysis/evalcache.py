@@ -16,6 +16,7 @@ import torch
 from torch import nn
 
 from transferlens.analysis.checks import check_task
+from transferlens.devices import resolve_device
 from transferlens.errors import UserInputError
 from transferlens.evaluation import EvalResult, evaluate, model_device
 from transferlens.metrics import Task
@@ -28,12 +29,10 @@ DEVICE_MEMORY_FRACTION = 0.5
 def analysis_device(
     device: str | torch.device | None, model: nn.Module | None = None
 ) -> torch.device:
-    """``device`` if given, else the model's (:func:`~transferlens.evaluation.model_device`), else the CPU."""
+    """``device`` if given (checked by :func:`transferlens.devices.resolve_device`: an
+    absent GPU is one line, exit 2), else the model's, else the CPU."""
     if device is not None:
-        try:
-            return torch.device(device)
-        except (RuntimeError, TypeError):
-            raise UserInputError(f"unknown device {device!r}") from None
+        return resolve_device(device)
     return model_device(model) if model is not None else torch.device("cpu")
 
 

@@ -22,6 +22,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from transferlens.devices import resolve_device
 from transferlens.errors import UserInputError
 from transferlens.evaluation import evaluation_mode, model_device
 
@@ -203,7 +204,10 @@ def stream_features(
 
     ``layers`` is one list for every model or a mapping model key -> list. Keys that
     name the same model object share its one forward per batch. ``device``: move the
-    models there (in place) and run there; None runs each model where it is.
+    models there (in place) and run there (read by
+    :func:`~transferlens.devices.resolve_device`: an absent GPU is bad input); None
+    runs each model where it is. A batch
+    must be a tensor or an ``(inputs, targets, ...)`` sequence (bad input otherwise).
     ``channels_last``: run image batches ``[N, C, H, W]`` on the CPU in channels-last
     layout (faster; the model is not changed; a model that raises on that layout gets
     the batches as they are). Its features then come in that layout too: the same
@@ -217,6 +221,7 @@ def stream_features(
         raise UserInputError("no models to compare")
     per_key = {key: list(layers[key] if isinstance(layers, Mapping) else layers) for key in models}
     if device is not None:
+        device = resolve_device(device)  # 'cuda' without a GPU: one line, not torch's error
         for model in models.values():
             model.to(device)
     distinct: dict[int, tuple[nn.Module, list[str]]] = {}
@@ -234,6 +239,12 @@ def stream_features(
             stack.enter_context(extractor)
         for batch in loader:
             x, y = split_batch(batch)
+            if not isinstance(x, torch.Tensor):
+                # The same words as the weight-space analyses (evalcache) use.
+                raise UserInputError(
+                    "the data loader must yield (inputs, targets) pairs of tensors "
+                    f"(got {type(x).__name__})"
+                )
             captured = {}
             # inference_mode only around the forwards: it must not leak into the consumer.
             with torch.inference_mode():

@@ -33,6 +33,7 @@ from torch import nn
 from transferlens.analysis.features import split_batch
 from transferlens.analysis.pairs import resolve_pairs
 from transferlens.analysis.stats import bootstrap_interval, check_n_bootstrap, index_counts
+from transferlens.devices import resolve_device
 from transferlens.errors import UserInputError
 from transferlens.evaluation import evaluation_mode, model_device
 
@@ -98,6 +99,7 @@ def _correctness_many(
 ) -> tuple[dict[str, np.ndarray], np.ndarray]:
     """One pass: each model's correctness vector and the targets (one forward per batch each)."""
     if device is not None:
+        device = resolve_device(device)
         for model in models.values():
             model.to(device)
     correct: dict[str, list[np.ndarray]] = {key: [] for key in models}

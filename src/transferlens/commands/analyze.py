@@ -11,7 +11,9 @@ Models and data are loaded by transferlens.inputs, as from Python.
 from __future__ import annotations
 
 import argparse
+import tempfile
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import pandas as pd
@@ -113,9 +115,12 @@ def _models(args: argparse.Namespace) -> dict[str, Any]:
     """The named models of ``--run`` (at ``--epoch``) and ``--weights``, in the given order."""
     if args.weights and (not args.model or args.num_classes is None):
         raise UserInputError("--weights needs --model NAME and --num-classes K")
+    epochs = [_epoch(text) for text in args.epoch] or ["final"]
+    for run_dir in args.run:
+        inputs.check_run_folder(run_dir, "--run")
     return inputs.load_models(
         args.run,
-        epochs=[_epoch(text) for text in args.epoch] or ["final"],
+        epochs=epochs,
         weights=args.weights,
         model=args.model,
         num_classes=args.num_classes,
@@ -282,12 +287,33 @@ def _write(frame: pd.DataFrame, path: str) -> None:
     atomic_write_text(path, frame.to_csv(index=False))
 
 
+def _check_writable(path: str, option: str) -> None:
+    """Fail before the analysis, not after it, when ``path`` cannot be written: its
+    nearest existing folder must take a new file (tried, since ``os.access`` says yes to
+    root on a read-only mount)."""
+    target = Path(path).expanduser().absolute()
+    if target.is_dir():
+        raise UserInputError(f"{option}: {path} is a folder, not a file")
+    folder = next(parent for parent in target.parents if parent.exists())
+    if not folder.is_dir():
+        raise UserInputError(f"{option}: cannot write {path} ({folder} is a file)")
+    try:
+        with tempfile.TemporaryFile(dir=folder):
+            pass
+    except OSError as error:
+        raise UserInputError(
+            f"{option}: cannot write {path} in {folder} ({error.strerror})"
+        ) from None
+
+
 def run(args: argparse.Namespace) -> int:
     for flag in ("out", "barriers_out"):
         path = getattr(args, flag, None)
+        option = "--" + flag.replace("_", "-")
         if path and not path.endswith(".csv"):
-            option = "--" + flag.replace("_", "-")
             raise UserInputError(f"{option}: expected a .csv file name (got {path!r})")
+        if path:
+            _check_writable(path, option)
     _, analysis = ANALYSES[args.analysis]
     frame = analysis(args)
     print(frame.to_string(index=False))

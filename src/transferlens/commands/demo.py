@@ -70,7 +70,8 @@ def _say(text: str) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from transferlens.report import build_report, compute_findings, findings_table
+    from transferlens.commands.run import write_report
+    from transferlens.report import compute_findings, findings_table
     from transferlens.study.runner import execute_plan, open_study
 
     started = time.perf_counter()
@@ -79,20 +80,15 @@ def run(args: argparse.Namespace) -> int:
     study_file = demo_study_file(args.fast)
     out = Path(args.out or (f"{DEFAULT_OUT}-fast" if args.fast else DEFAULT_OUT))
     plan, store = open_study(study_file, out=out)
-    done = sum(store.is_complete(run.run_id) for run in plan)
-    jobs = args.jobs or default_jobs()
-    _say(
-        f"study {plan.study.name} in {store.root}: {len(plan)} runs ({done} already done), "
-        f"{jobs} at once, then {len(plan.study.analyses)} analyses and the report"
-    )
     report = execute_plan(
         plan,
         store,
         executor="local",
         devices="cpu",
-        jobs=jobs,
+        jobs=args.jobs or default_jobs(),
         progress=False if args.no_progress else None,
         source_file=str(study_file),
+        announce=lambda header: _say(f"{header} and the report"),
     )
     if not report.ok:
         for run_id, error in report.failed.items():
@@ -103,7 +99,13 @@ def run(args: argparse.Namespace) -> int:
         )
         return EXIT_FAILURE
     _say(f"analyses {report.analyses}; writing the report")
-    index = build_report(store.root)
+    index, error = write_report(store.root)
+    if error is not None:
+        print(
+            f"demo: the report failed: {error} (`transferlens report {store.root}` retries it)",
+            file=sys.stderr,
+        )
+        return EXIT_FAILURE
     print(findings_table(compute_findings(store.root)))
     print(f"\nreport: {index}")
     print(

@@ -1,22 +1,34 @@
-"""``transferlens run STUDY.yaml``: train every run of a study, then its analyses."""
+"""``transferlens run STUDY.yaml``: train every run of a study, its analyses, its report.
+
+Exit codes: 0 when every run is complete, the analyses succeeded and the report was
+written (or skipped with ``--no-report``); 1 when a run is not complete, an analysis
+failed or the report failed; 2 for bad input. A failed report exits 1 although the runs
+and analyses are complete and saved: the command did not do all it was asked to, and a
+script must see it. The message says so and how to write the report alone
+(``transferlens report STUDY_DIR``), which reads only ``results/``.
+"""
 
 from __future__ import annotations
 
 import argparse
 import sys
+from pathlib import Path
 
 from transferlens.commands.study_args import add_study_arguments
 from transferlens.errors import EXIT_FAILURE, EXIT_OK
 from transferlens.study.executors import EXECUTORS
-from transferlens.study.runner import execute_plan, open_study
+from transferlens.study.runner import RunReport, execute_plan, open_study
+from transferlens.study.store import error_line
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser(
         "run",
-        help="train a study's runs (resuming, skipping complete ones), then its analyses",
-        description="Validate, plan and run a study. Complete runs are never recomputed, "
-        "interrupted ones resume; several runners may work on one study folder.",
+        help="train a study's runs (resuming, skipping complete ones), its analyses, its report",
+        description="Validate, plan and run a study, then write its report "
+        "(STUDY_DIR/report/index.html). Complete runs are never recomputed, interrupted ones "
+        "resume; several runners may work on one study folder. Exit 1 if a run, an analysis "
+        "or the report failed (the runs and tables that are done stay done).",
     )
     add_study_arguments(parser)
     parser.add_argument(
@@ -29,7 +41,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "--devices", help="cpu, auto, or GPU indices like 0,1,2,3 (default: the study's, else auto)"
     )
     parser.add_argument(
-        "--jobs", type=int, help="runs at once per device (CPU default: cores // torch threads)"
+        "--jobs",
+        type=int,
+        help="runs at once per device (CPU default: cores // the study's threads_per_run)",
     )
     parser.add_argument(
         "--nproc-per-node",
@@ -40,7 +54,44 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--retry-failed", action="store_true", help="run failed runs again")
     parser.add_argument("--partition", help="SLURM partition (overrides the study's)")
     parser.add_argument("--no-progress", action="store_true", help="plain log lines, no live view")
+    parser.add_argument(
+        "--no-report",
+        action="store_true",
+        help="do not write the HTML report at the end (`transferlens report` writes it later)",
+    )
     parser.set_defaults(handler=run)
+
+
+def say(line: str) -> None:
+    """A progress line: on stderr, so that stdout holds the summary alone."""
+    print(line, file=sys.stderr, flush=True)
+
+
+def write_report(study_dir: Path) -> tuple[Path | None, str | None]:
+    """Build the study's report: ``(index.html, None)``, or ``(None, one-line error)``."""
+    try:
+        from transferlens.report import build_report
+
+        return build_report(study_dir), None
+    except Exception as error:  # noqa: BLE001 -- the run's own outcome must still be reported
+        return None, error_line(error)
+
+
+def report_step(report: RunReport, skip: bool) -> tuple[str, bool]:
+    """The ``report:`` summary line and whether the report step succeeded."""
+    rebuild = f"`transferlens report {report.study_dir}` writes it"
+    if skip:
+        return f"report: not written (--no-report); {rebuild}", True
+    if not report.analyses_complete:
+        return "report: not written: the runs or analyses are not complete", True
+    index, error = write_report(report.study_dir)
+    if error is not None:
+        return (
+            f"report: FAILED: {error} (the runs and analyses are complete and saved; "
+            f"{rebuild} again)",
+            False,
+        )
+    return f"report: {index}", True
 
 
 def run(args: argparse.Namespace) -> int:
@@ -56,6 +107,7 @@ def run(args: argparse.Namespace) -> int:
         progress=False if args.no_progress else None,
         partition=args.partition,
         source_file=str(args.study),
+        announce=say,
     )
     print(
         f"study {plan.study.name}: {report.complete}/{report.total} runs complete "
@@ -68,9 +120,14 @@ def run(args: argparse.Namespace) -> int:
     if report.failed:
         print("  (run again with --retry-failed to retry the failed runs)")
     print(f"analyses: {report.analyses}")
+    report_line, report_ok = report_step(report, args.no_report)
+    print(report_line)
     if not report.ok:
-        print(
-            f"transferlens: {report.total - report.complete} run(s) not complete", file=sys.stderr
-        )
+        missing = report.total - report.complete
+        why = f"{missing} run(s) not complete" if missing else "the analyses failed"
+        print(f"transferlens: {why}", file=sys.stderr)
+        return EXIT_FAILURE
+    if not report_ok:
+        print("transferlens: the report failed", file=sys.stderr)
         return EXIT_FAILURE
     return EXIT_OK

@@ -1,8 +1,8 @@
 """Command-line flags made from a spec model's fields, as open_lth makes its flags from
 its hyper-parameter dataclasses: a field added to a spec is a flag without more code.
 
-One flag per field, ``--field-name``, its help the field's description. How a field's
-type becomes a flag:
+One flag per field, ``--field-name``, its help the field's description (Sphinx markup
+removed: :func:`transferlens.docstrings.plain_text`). How a field's type becomes a flag:
 
 * a nested spec (``data: DataSpec``): its fields become flags of their own names
   (``--domain``, ``--image-size``); :data:`FLAG_NAMES` renames the few that would be
@@ -33,6 +33,7 @@ from pydantic import BaseModel
 from pydantic_core import PydanticUndefined
 
 from transferlens.data import DataSpec
+from transferlens.docstrings import plain_text
 from transferlens.errors import UserInputError
 from transferlens.train.spec import FileInit
 
@@ -92,7 +93,7 @@ def _choices(annotation: Any) -> list[str]:
 
 
 def _help(field: Any, required: bool) -> str:
-    text = field.description or ""
+    text = plain_text(field.description or "")
     if required:
         suffix = "required"
     elif field.default is PydanticUndefined or field.default is None:
@@ -159,7 +160,8 @@ def _union_flags(annotation: Any, field: Any, path: tuple[str, ...], option: str
     members = [arg for arg in typing.get_args(annotation) if _is_spec(arg)]
     kinds = [typing.get_args(m.model_fields[key].annotation)[0] for m in members]
     yield SpecFlag(
-        (*path, key), option, "choice", f"{field.description or ''} ({', '.join(kinds)})".strip(),
+        (*path, key), option, "choice",
+        f"{plain_text(field.description or '')} ({', '.join(kinds)})".strip(),
         "{" + ",".join(kinds) + "}", union=path[-1],
     )  # fmt: skip
     prefix = option.removeprefix("--") + "-"

@@ -13,7 +13,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "status",
         help="what is complete, running, pending and failed in a study folder",
         description="Runs by state (running ones with their last epoch, failed ones with "
-        "their one-line error) and where the analyses and the report stand.",
+        "their one-line error), a warning when the runs were trained in different "
+        "environments (CPU threads, device, torch version), and where the analyses and "
+        "the report stand.",
     )
     parser.add_argument("study_dir", help="the study folder (e.g. runs/demo)")
     parser.set_defaults(handler=run)

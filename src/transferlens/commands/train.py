@@ -3,11 +3,13 @@
 The spec comes from the YAML file (a :class:`~transferlens.train.TrainSpec`), with
 command-line flags overriding its keys; without a file the flags alone must give the
 required keys (``--model``, ``--data``, ``--epochs``, ``--lr``). Every field of the spec
-is a flag: ``--batch-size`` sets
-``batch_size``, ``--image-size`` sets ``data.image_size``, ``--init-run DIR`` starts
-from a run folder. Values of flags are validated like YAML values, so every mistake is
-one line naming the key (exit 2). Running it again on a complete folder returns at
-once; on an interrupted one, resumes.
+is a flag: ``--batch-size`` sets ``batch_size``, ``--image-size`` sets
+``data.image_size``, ``--init-run DIR`` starts from a run folder. Your own images:
+``--data image_folder --data-root DIR`` with ``DIR/<class>/<image>``. Values of flags are
+validated like YAML values, so every mistake is one line naming the key (exit 2).
+Running it again on a complete folder returns at once; on an interrupted one, resumes.
+Every key and its default: ``docs/reference.md``; the names of models and data sets:
+``transferlens list models``, ``transferlens list datasets``.
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ import argparse
 from pathlib import Path
 
 from transferlens.commands.spec_flags import SpecFlags
+from transferlens.docstrings import plain_text
 from transferlens.errors import UserInputError
 from transferlens.train import TrainSpec, train
 from transferlens.validation import read_yaml, validate
@@ -27,7 +30,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser(
         "train",
         help="train one model (RI-T, P-T or pre-training) into a run folder",
-        description=__doc__.split("\n\n")[1] if __doc__ else None,
+        description=plain_text(__doc__.split("\n\n")[1]) if __doc__ else None,
     )
     parser.add_argument("config", nargs="?", help="YAML file of a TrainSpec")
     parser.add_argument("--out", help="run folder to write (resumed if it exists)")

@@ -4,7 +4,8 @@ A preset looks for its extracted folder under the data root (``<root>/cifar10``)
 failing that, for its tarball there (``<root>/cifar10-jpg.tar.gz``, the layout of
 ``shared/data``). The tarball is extracted once into
 ``$TRANSFERLENS_CACHE/extracted/<archive name>-<hash of its path, size, mtime>/`` under
-a file lock, via a temporary folder renamed into place when complete; never into the
+a file lock, via a temporary folder renamed into place when complete (its mode follows
+the umask, as every folder the project makes: :mod:`transferlens.io`); never into the
 data root or the source tree. Members with absolute paths, ``..`` components, links or
 anything but regular files and folders are refused.
 """
@@ -15,13 +16,13 @@ import hashlib
 import os
 import shutil
 import tarfile
-import tempfile
 from pathlib import Path, PurePosixPath
 
 from filelock import FileLock
 
 from transferlens.data.locations import cache_dir
 from transferlens.errors import UserInputError
+from transferlens.io import make_temp_folder
 
 __all__ = ["extract_once", "find_data_folder"]
 
@@ -62,7 +63,7 @@ def extract_once(archive: Path) -> Path:
     with FileLock(str(destination) + ".lock"):
         if destination.is_dir():  # another process finished it while we waited
             return destination
-        staging = Path(tempfile.mkdtemp(prefix=f".{destination.name}.", dir=parent))
+        staging = make_temp_folder(parent, f".{destination.name}.")
         try:
             _extract_checked(archive, staging)
             os.replace(staging, destination)

@@ -16,7 +16,8 @@ train = the first ``m`` permuted rows, test = the next ``min(50000, n - m)``. Fo
 official file (n > 100k) that is the first and the second 50k; a small file splits in
 halves. ``train_size`` / ``test_size`` keep the first rows of each part (already in
 random order). Images are read lazily as grayscale, resized to ``spec.image_size``
-(default 224) and repeated to 3 channels (:func:`transforms.chexpert_transform`).
+(default 224) and repeated to 3 channels (:func:`transforms.chexpert_transform`),
+normalised with ImageNet's statistics (or ``options.mean``/``std``/``normalize``).
 """
 
 from __future__ import annotations
@@ -29,11 +30,12 @@ import torch
 
 from transferlens.data.image_files import ImageFileDataset
 from transferlens.data.locations import data_root
-from transferlens.data.options import NORMALIZATION_OPTIONS, check_options
+from transferlens.data.normalisation import IMAGENET, NORMALIZATION_OPTIONS, stated_normalisation
+from transferlens.data.options import check_options
 from transferlens.data.registry import register_dataset
 from transferlens.data.shuffle import block_permutation_index, make_shuffle
 from transferlens.data.spec import DataSpec, DataSplits
-from transferlens.data.transforms import chexpert_transform, normalization
+from transferlens.data.transforms import chexpert_transform
 from transferlens.errors import UserInputError
 
 __all__ = ["CHEXPERT_LABELS", "paper_split", "read_labels"]
@@ -125,7 +127,9 @@ def build_chexpert(spec: DataSpec) -> DataSplits:
     if spec.domain:
         raise UserInputError(f"chexpert: has no domains (got data.domain={spec.domain!r})")
     csv_file = _find_csv(data_root(spec.root, "chexpert"))
-    mean, std = normalization(spec.options)
+    # Read lazily: no normalize: auto (it would read every training image first).
+    normalisation = stated_normalisation("chexpert", spec.options, IMAGENET)
+    mean, std = normalisation.mean, normalisation.std
     image_size = spec.image_size or 224
     if spec.block_size:
         block_permutation_index(spec.block_size, image_size, image_size, spec.shuffle_seed)
@@ -151,4 +155,5 @@ def build_chexpert(spec: DataSpec) -> DataSplits:
         channels=3,
         class_names=CHEXPERT_LABELS,
         train_eval=train.with_transform(noaug) if spec.augment else train,
+        normalisation=normalisation,
     )

@@ -12,7 +12,8 @@ train and test. ``train_size`` / ``test_size`` then keep a stratified subsample
 
 Images are read lazily. Pipelines (the authors'): ``augment`` ->
 RandomResizedCrop(224) + flip; otherwise ("noaug") Resize(256) + CenterCrop(224); then
-ToTensor + Normalize (ImageNet's statistics); then the block/pixel shuffle.
+ToTensor + Normalize (ImageNet's statistics, or ``options.mean``/``std``, or
+``options.normalize: cifar10``); then the block/pixel shuffle.
 ``spec.image_size`` scales 224 (and 256 with it).
 """
 
@@ -26,12 +27,13 @@ import torch
 
 from transferlens.data.image_files import ImageFileDataset
 from transferlens.data.locations import data_root
-from transferlens.data.options import NORMALIZATION_OPTIONS, check_options, int_option
+from transferlens.data.normalisation import IMAGENET, NORMALIZATION_OPTIONS, stated_normalisation
+from transferlens.data.options import check_options, int_option
 from transferlens.data.registry import register_dataset
 from transferlens.data.shuffle import block_permutation_index, make_shuffle
 from transferlens.data.spec import DataSpec, DataSplits
 from transferlens.data.splits import stratified_subsample
-from transferlens.data.transforms import domainnet_transform, normalization
+from transferlens.data.transforms import domainnet_transform
 from transferlens.errors import UserInputError
 
 __all__ = [
@@ -125,7 +127,9 @@ def build_domainnet(spec: DataSpec) -> DataSplits:
         )
     root = data_root(spec.root, "domainnet")
     num_classes = int_option(spec.options, "num_classes", NUM_CLASSES)
-    mean, std = normalization(spec.options)
+    # Read lazily: no normalize: auto (it would read every training image first).
+    normalisation = stated_normalisation("domainnet", spec.options, IMAGENET)
+    mean, std = normalisation.mean, normalisation.std
     image_size = spec.image_size or 224
     if spec.block_size:
         block_permutation_index(spec.block_size, image_size, image_size, spec.shuffle_seed)
@@ -157,6 +161,7 @@ def build_domainnet(spec: DataSpec) -> DataSplits:
             train_paths + test_paths, np.concatenate([train_labels, test_labels]), num_classes
         ),
         train_eval=train.with_transform(noaug) if spec.augment else train,
+        normalisation=normalisation,
     )
 
 

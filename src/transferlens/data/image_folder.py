@@ -13,12 +13,20 @@ native size, which must then be one square size) into a uint8 tensor, cached in
 ``$TRANSFERLENS_CACHE/images/<key>.safetensors`` where ``key`` hashes the absolute file
 paths, their sizes and modification times, and the image size.
 
-Options: ``test_fraction``, ``mean`` and ``std`` (default ImageNet's).
+Normalisation (:mod:`transferlens.data.normalisation`): ImageNet's statistics unless
+the options say otherwise (the presets pass their own: CIFAR-10's for ``cifar10`` and
+``pacs``); the built data states what it uses (``DataSplits.normalisation``). With
+``options.normalize: auto`` the mean and std are those of the training split's decoded
+images (after ``train_size``), computed once and cached beside them as
+``<key>.normalisation.json``.
+
+Options: ``test_fraction``, ``normalize``, ``mean`` and ``std``.
 """
 
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -29,19 +37,33 @@ import torch
 from torchvision.datasets.folder import IMG_EXTENSIONS
 
 from transferlens.data.locations import cache_dir
-from transferlens.data.options import NORMALIZATION_OPTIONS, check_options, float_option
+from transferlens.data.normalisation import (
+    IMAGENET,
+    NORMALIZATION_OPTIONS,
+    Normalisation,
+    channel_statistics,
+    requested_normalisation,
+)
+from transferlens.data.options import check_options, float_option
 from transferlens.data.registry import register_dataset
 from transferlens.data.shuffle import block_permutation_index, make_shuffle
 from transferlens.data.spec import DataSpec, DataSplits
 from transferlens.data.splits import stratified_split, stratified_subsample
 from transferlens.data.tensor_dataset import TensorImageDataset
-from transferlens.data.transforms import decode_image, normalization
+from transferlens.data.transforms import decode_image
 from transferlens.errors import UserInputError
-from transferlens.io import atomic_save_safetensors
+from transferlens.io import atomic_save_safetensors, atomic_write_json
 
-__all__ = ["FileList", "build_folder_splits", "load_images", "scan_class_folders"]
+__all__ = [
+    "FileList",
+    "build_folder_splits",
+    "load_images",
+    "scan_class_folders",
+    "training_normalisation",
+]
 
 CACHE_VERSION = "images-v1"  # bump when decoding changes, to invalidate old caches
+STATISTICS_VERSION = "statistics-v1"  # bump when channel_statistics changes
 
 
 @dataclass(frozen=True)
@@ -115,6 +137,48 @@ def _cache_key(paths: tuple[Path, ...], image_size: int | None) -> str:
     return digest.hexdigest()[:24]
 
 
+def _cache_file(paths: tuple[Path, ...], image_size: int | None) -> Path:
+    return cache_dir("images") / f"{_cache_key(paths, image_size)}.safetensors"
+
+
+def _read_statistics(path: Path, channels: int) -> tuple[list[float], list[float]] | None:
+    """Cached ``(mean, std)``, or ``None`` when absent, unreadable or of another version."""
+    try:
+        cached = json.loads(path.read_text(encoding="utf-8"))
+        mean, std = cached["mean"], cached["std"]
+        if cached["version"] == STATISTICS_VERSION and len(mean) == len(std) == channels:
+            return [float(value) for value in mean], [float(value) for value in std]
+    except (OSError, ValueError, KeyError, TypeError):
+        pass
+    return None
+
+
+def training_normalisation(
+    paths: tuple[Path, ...], image_size: int | None, images: torch.Tensor
+) -> Normalisation:
+    """``normalize: auto``: the statistics of ``images`` (decoded from ``paths``), cached.
+
+    The cache entry sits beside the decoded images (same key), so it is computed once
+    per set of files and image size; a constant channel (std 0) is a UserInputError.
+    """
+    stats_file = _cache_file(paths, image_size).with_suffix(".normalisation.json")
+    cached = _read_statistics(stats_file, int(images.shape[1]))
+    if cached is None:
+        mean, std = channel_statistics(images)
+        atomic_write_json(
+            stats_file, {"version": STATISTICS_VERSION, "mean": list(mean), "std": list(std)}
+        )
+    else:
+        mean, std = tuple(cached[0]), tuple(cached[1])
+    if any(value <= 0 for value in std):
+        raise UserInputError(
+            f"options.normalize: auto: a channel of the {len(paths)} training images is "
+            f"constant (std {tuple(std)}); give options.mean and options.std"
+        )
+    source = f"computed from the {len(paths)} training images (options.normalize: auto)"
+    return Normalisation(tuple(mean), tuple(std), source)
+
+
 def _decode_all(paths: tuple[Path, ...], image_size: int | None) -> torch.Tensor:
     # PIL releases the GIL while decoding, so threads overlap the work.
     workers = max(1, min(8, os.cpu_count() or 1))
@@ -137,7 +201,7 @@ def load_images(paths: tuple[Path, ...], image_size: int | None) -> torch.Tensor
         raise UserInputError("no images to load (train_size/test_size or the split left none)")
     from safetensors.torch import load_file
 
-    cache_file = cache_dir("images") / f"{_cache_key(paths, image_size)}.safetensors"
+    cache_file = _cache_file(paths, image_size)
     if cache_file.is_file():
         try:
             return load_file(str(cache_file))["images"]
@@ -164,6 +228,7 @@ def build_folder_splits(
     folder: Path,
     *,
     default_image_size: int | None = None,
+    default_normalisation: Normalisation = IMAGENET,
     extra_options: tuple[str, ...] = (),
 ) -> DataSplits:
     """:class:`DataSplits` of the class folders in ``folder`` (the rules of the module doc)."""
@@ -171,7 +236,9 @@ def build_folder_splits(
         spec.name, spec.options, ("test_fraction", *NORMALIZATION_OPTIONS, *extra_options)
     )
     test_fraction = float_option(spec.options, "test_fraction", 0.2)
-    mean, std = normalization(spec.options)
+    requested = requested_normalisation(
+        spec.name, spec.options, default_normalisation, auto_allowed=True
+    )
     train_files, test_files = _train_test_files(folder, spec, test_fraction)
     train_files = train_files.select(
         stratified_subsample(train_files.labels, spec.train_size, spec.split_seed)
@@ -190,6 +257,12 @@ def build_folder_splits(
         )
     if spec.block_size:  # fail at build time, not at the first batch
         block_permutation_index(spec.block_size, height, width, spec.shuffle_seed)
+    normalisation = (
+        training_normalisation(train_files.paths, image_size, train_images)
+        if requested is None  # options.normalize: auto
+        else requested
+    )
+    mean, std = normalisation.mean, normalisation.std
     shuffle = make_shuffle(spec.block_size, spec.shuffle_seed, spec.per_image_permutation)
     num_classes = len(train_files.class_names)
 
@@ -207,6 +280,7 @@ def build_folder_splits(
         channels=int(train_images.shape[1]),
         class_names=train_files.class_names,
         train_eval=train.with_options(augment=False) if spec.augment else train,
+        normalisation=normalisation,
     )
 
 

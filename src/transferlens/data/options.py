@@ -2,11 +2,42 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
+from typing import Annotated, Any
+
+from pydantic import ValidationError, WrapValidator
+from pydantic_core import PydanticCustomError
 
 from transferlens.errors import UserInputError
 
-NORMALIZATION_OPTIONS = ("mean", "std")
+__all__ = ["DataOptions", "OptionValue", "check_options", "float_option", "int_option"]
+
+# What a YAML option may hold. list[float] after list[str]: a list of numbers (options.mean:
+# [0.5, 0.5, 0.5]) is numbers, a list of texts stays text.
+OptionValue = int | float | str | bool | list[str] | list[float]
+
+
+def _one_line(value: Any, handler: Callable[[Any], Any]) -> Any:
+    """A bad option value as one message naming its key (not one per member of the union)."""
+    try:
+        return handler(value)
+    except ValidationError as error:
+        location = error.errors()[0].get("loc", ())
+        if not isinstance(value, Mapping) or not location:
+            raise PydanticCustomError(
+                "options", "expected a mapping of option names to values"
+            ) from None
+        key = location[0]
+        raise PydanticCustomError(
+            "option_value",
+            "key {key}: expected a number, text, true/false or a list of numbers or of "
+            "texts (got {got})",
+            {"key": repr(key), "got": repr(value.get(key))},
+        ) from None
+
+
+# DataSpec.options: names -> values; which names a data set knows is its own business.
+DataOptions = Annotated[dict[str, OptionValue], WrapValidator(_one_line)]
 
 
 def check_options(dataset: str, options: Mapping[str, object], allowed: Iterable[str]) -> None:

@@ -10,6 +10,11 @@ extracted there or present as its tarball (extracted once into the cache folder,
   domains photo, art_painting, cartoon, sketch; 7 classes; 64 px. No official split:
   the seeded stratified split of :mod:`transferlens.data.splits` (``spec.split_seed``,
   option ``test_fraction`` default 0.2).
+
+Both normalise with CIFAR-10's training-set statistics unless the options say
+otherwise: CIFAR-10 with its own; PACS because here it is the target of a CIFAR-10
+pre-training, and the paper normalises a target with its source's statistics (see
+:mod:`transferlens.data.normalisation`).
 """
 
 from __future__ import annotations
@@ -17,6 +22,7 @@ from __future__ import annotations
 from transferlens.data.archives import find_data_folder
 from transferlens.data.image_folder import build_folder_splits
 from transferlens.data.locations import data_root
+from transferlens.data.normalisation import CIFAR10
 from transferlens.data.registry import register_dataset
 from transferlens.data.spec import DataSpec, DataSplits
 from transferlens.errors import UserInputError
@@ -34,7 +40,7 @@ def build_cifar10(spec: DataSpec) -> DataSplits:
     )
     if not (folder / "train").is_dir() or not (folder / "test").is_dir():
         raise UserInputError(f"cifar10: {folder} lacks the train/ and test/ folders")
-    return build_folder_splits(spec, folder, default_image_size=32)
+    return build_folder_splits(spec, folder, default_image_size=32, default_normalisation=CIFAR10)
 
 
 @register_dataset("pacs")
@@ -48,4 +54,7 @@ def build_pacs(spec: DataSpec) -> DataSplits:
     domain_folder = folder / spec.domain
     if not domain_folder.is_dir():
         raise UserInputError(f"pacs: domain folder {domain_folder} not found")
-    return build_folder_splits(spec, domain_folder, default_image_size=64)
+    # CIFAR-10's statistics: the source's, as the paper's targets use ImageNet's (module doc).
+    return build_folder_splits(
+        spec, domain_folder, default_image_size=64, default_normalisation=CIFAR10
+    )

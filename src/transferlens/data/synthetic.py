@@ -22,6 +22,7 @@ from functools import lru_cache
 
 from torch import Tensor
 
+from transferlens.data.normalisation import Normalisation
 from transferlens.data.options import check_options, float_option, int_option
 from transferlens.data.registry import register_dataset
 from transferlens.data.shuffle import make_shuffle
@@ -38,6 +39,7 @@ from transferlens.errors import UserInputError
 # scratch without normalisation layers (RI-T) for hundreds of steps.
 MEAN = (0.77, 0.77, 0.77)
 STD = (0.23, 0.23, 0.23)
+NORMALISATION = Normalisation(MEAN, STD, "the synthetic domains' pooled statistics (fixed)")
 
 DEFAULT_IMAGE_SIZE = 32
 # (train, test) images per domain; the three targets share one setting.
@@ -116,6 +118,7 @@ def build_synthetic(spec: DataSpec) -> DataSplits:
         channels=3,
         class_names=names,
         train_eval=dataset(train_images, train_labels, False) if spec.augment else train,
+        normalisation=NORMALISATION,
     )
 
 

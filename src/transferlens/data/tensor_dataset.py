@@ -88,6 +88,15 @@ class TensorImageDataset(Dataset):
     def __len__(self) -> int:
         return len(self.images)
 
+    def __repr__(self) -> str:
+        shape = "x".join(str(side) for side in self.images.shape[1:])
+        mean = ", ".join(f"{value:.4f}" for value in self.mean)
+        std = ", ".join(f"{value:.4f}" for value in self.std)
+        return (
+            f"{type(self).__name__}({len(self)} images {shape}, mean=({mean}), std=({std}), "
+            f"augment={self.augment}, shuffle={self.shuffle!r})"
+        )
+
     def with_options(
         self, augment: bool | None = None, shuffle: Callable[..., Tensor] | None = None
     ) -> TensorImageDataset:

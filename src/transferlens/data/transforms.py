@@ -8,7 +8,7 @@ CheXpert) use the torchvision pipelines below on PIL images, as the authors' cod
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
@@ -16,10 +16,12 @@ import torch
 from PIL import Image
 from torchvision import transforms
 
+from transferlens.data.normalisation import IMAGENET
 from transferlens.errors import UserInputError
 
-IMAGENET_MEAN = (0.485, 0.456, 0.406)
-IMAGENET_STD = (0.229, 0.224, 0.225)
+# ImageNet's statistics as plain tuples (which data set uses which: data.normalisation).
+IMAGENET_MEAN = IMAGENET.mean
+IMAGENET_STD = IMAGENET.std
 
 __all__ = [
     "IMAGENET_MEAN",
@@ -28,7 +30,6 @@ __all__ = [
     "chexpert_transform",
     "decode_image",
     "domainnet_transform",
-    "normalization",
     "open_image",
 ]
 
@@ -63,29 +64,6 @@ def decode_image(path: str | Path, size: int | None, mode: str = "RGB") -> torch
     if array.ndim == 2:
         array = array[:, :, None]
     return torch.from_numpy(array.copy()).permute(2, 0, 1).contiguous()
-
-
-def _floats(value: object, key: str) -> tuple[float, ...]:
-    items = value.split(",") if isinstance(value, str) else value
-    try:
-        return tuple(float(item) for item in items)  # type: ignore[union-attr]
-    except (TypeError, ValueError):
-        raise UserInputError(
-            f"options.{key}: expected numbers, e.g. '0.5,0.5,0.5' (got {value!r})"
-        ) from None
-
-
-def normalization(options: Mapping[str, object]) -> tuple[tuple[float, ...], tuple[float, ...]]:
-    """``(mean, std)`` from ``options.mean`` / ``options.std`` (default ImageNet's)."""
-    mean = _floats(options["mean"], "mean") if "mean" in options else IMAGENET_MEAN
-    std = _floats(options["std"], "std") if "std" in options else IMAGENET_STD
-    if len(mean) != len(std):
-        raise UserInputError(
-            f"options.mean and options.std differ in length ({len(mean)} vs {len(std)})"
-        )
-    if any(s <= 0 for s in std):
-        raise UserInputError(f"options.std: values must be positive (got {std})")
-    return mean, std
 
 
 def domainnet_transform(

@@ -1,16 +1,19 @@
 """Reading weight files safely and loading a backbone (how P-T is made from P).
 
 Nothing is ever unpickled: ``.safetensors`` files are read with safetensors,
-PyTorch files (``.pt``, ``.pth``, ``.bin``, ``.tar`` as in ``ckpt.pth.tar``)
+PyTorch files (``.pt``, ``.pth``, ``.th``, ``.bin``, ``.tar`` as in ``ckpt.pth.tar``)
 with ``torch.load(weights_only=True)``, which only rebuilds tensors and plain
-containers.
+containers. :func:`check_weights_file` says, before any training, whether a file
+fits a registry model's backbone (built on the meta device: nothing is allocated).
 """
 
 from __future__ import annotations
 
 import os
 from collections.abc import Mapping
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import torch
 from torch import nn
@@ -18,8 +21,10 @@ from torch import nn
 from transferlens.errors import UserInputError
 from transferlens.models.helpers import head_prefix
 
-TORCH_SUFFIXES = (".pt", ".pth", ".bin", ".tar")
-WRAPPER_KEYS = ("state_dict", "model")
+TORCH_SUFFIXES = (".pt", ".pth", ".th", ".bin", ".tar")
+# Where training scripts keep the weights inside a checkpoint dict, most common first
+# (``model_state_dict``: PyTorch's own tutorial; ``net``: several CIFAR repositories).
+WRAPPER_KEYS = ("state_dict", "model_state_dict", "model", "net")
 # DataParallel/DistributedDataParallel, then torch.compile, prefix every key.
 WRAPPER_PREFIXES = ("module.", "_orig_mod.")
 # The Fixup reference code keeps the stem and head scalars at the top level.
@@ -96,6 +101,71 @@ def _shown(keys: list[str]) -> str:
     return ", ".join(keys[:SHOWN_KEYS]) + more
 
 
+@dataclass(frozen=True)
+class BackboneFit:
+    """How a state dict fits a model's backbone (the head is left out): each list sorted."""
+
+    missing: list[str]
+    unexpected: list[str]
+    mismatched: dict[str, tuple[tuple[int, ...], tuple[int, ...]]]  # key -> (given, model's)
+    skipped: list[str]  # the state dict's head keys
+
+    @property
+    def fits(self) -> bool:
+        return not (self.missing or self.unexpected or self.mismatched)
+
+    def problems(self) -> list[str]:
+        """One phrase per problem, missing keys first: ``missing key 'layer1.0.conv1.weight'``."""
+        return (
+            [f"missing key {key!r}" for key in self.missing]
+            + [f"unexpected key {key!r}" for key in self.unexpected]
+            + [
+                f"key {key!r} has shape {given}, the model's {own}"
+                for key, (given, own) in self.mismatched.items()
+            ]
+        )
+
+
+def backbone_fit(model: nn.Module, state_dict: Mapping[str, torch.Tensor]) -> BackboneFit:
+    """Compare the non-head keys and shapes of ``state_dict`` with ``model``'s (which
+    may live on the meta device: only shapes are read)."""
+    head = head_prefix(model)
+    own = {k: v for k, v in model.state_dict().items() if not _under(k, head)}
+    given = {k: v for k, v in state_dict.items() if not _under(k, head)}
+    return BackboneFit(
+        missing=sorted(set(own) - set(given)),
+        unexpected=sorted(set(given) - set(own)),
+        mismatched={
+            k: (tuple(given[k].shape), tuple(own[k].shape))
+            for k in sorted(set(own) & set(given))
+            if given[k].shape != own[k].shape
+        },
+        skipped=sorted(key for key in state_dict if _under(key, head)),
+    )
+
+
+def check_weights_file(
+    path: str | os.PathLike, model: str, model_kwargs: Mapping[str, Any] | None = None
+) -> None:
+    """Raise UserInputError unless ``path`` loads (:func:`load_weights_file`) and its
+    backbone fits registry model ``model``: one line naming the file and the first key
+    that does not fit. The model is built on the meta device (no memory, no random
+    numbers drawn); a model that cannot be built there is built on the CPU."""
+    from transferlens.models.registry import build_model
+
+    state = load_weights_file(path)
+    with torch.random.fork_rng(devices=[]):
+        try:
+            with torch.device("meta"):
+                network = build_model(model, 2, **dict(model_kwargs or {}))
+        except (NotImplementedError, RuntimeError):
+            network = build_model(model, 2, **dict(model_kwargs or {}))
+    problems = backbone_fit(network, state).problems()
+    if problems:
+        more = f" (and {len(problems) - 1} more)" if len(problems) > 1 else ""
+        raise UserInputError(f"{path}: does not fit model {model!r}: {problems[0]}{more}")
+
+
 def load_backbone(
     model: nn.Module, state_dict: Mapping[str, torch.Tensor], *, strict_backbone: bool = True
 ) -> list[str]:
@@ -107,30 +177,25 @@ def load_backbone(
     listing them and nothing is loaded; without it, only the entries that fit are
     loaded. Returns the skipped head keys of ``state_dict``, sorted.
     """
-    head = head_prefix(model)
-    own = {k: v for k, v in model.state_dict().items() if not _under(k, head)}
-    skipped = sorted(key for key in state_dict if _under(key, head))
-    given = {k: v for k, v in state_dict.items() if not _under(k, head)}
-    missing = sorted(set(own) - set(given))
-    unexpected = sorted(set(given) - set(own))
-    mismatched = sorted(
-        f"{k} {tuple(given[k].shape)} vs {tuple(own[k].shape)}"
-        for k in set(own) & set(given)
-        if given[k].shape != own[k].shape
-    )
-    if strict_backbone and (missing or unexpected or mismatched):
+    fit = backbone_fit(model, state_dict)
+    if strict_backbone and not fit.fits:
         problems = [
             f"{label} [{_shown(keys)}]"
             for label, keys in (
-                ("missing keys", missing),
-                ("unexpected keys", unexpected),
-                ("shape mismatches", mismatched),
+                ("missing keys", fit.missing),
+                ("unexpected keys", fit.unexpected),
+                ("shape mismatches", [f"{k} {a} vs {b}" for k, (a, b) in fit.mismatched.items()]),
             )
             if keys
         ]
         raise UserInputError(
             f"weights do not fit the backbone of {type(model).__name__}: " + "; ".join(problems)
         )
-    fitting = {k: v for k, v in given.items() if k in own and v.shape == own[k].shape}
+    own, head = model.state_dict(), set(fit.skipped)
+    fitting = {
+        k: v
+        for k, v in state_dict.items()
+        if k not in head and k in own and v.shape == own[k].shape
+    }
     model.load_state_dict(fitting, strict=False)
-    return skipped
+    return fit.skipped

@@ -27,7 +27,12 @@ How the report reads what the contract leaves open:
 - ``mistakes_examples.csv``: ``cell`` is ``only_first_wrong``, ``only_second_wrong``
   or ``both_wrong`` (for ``PT-RIT``, ``only_first_wrong`` is "P-T wrong, RI-T
   right"); ``index`` the position in the target's test split, whose image is
-  ``images/<target>/<index>.png``. At most 12 per cell are shown.
+  ``images/<target>/<index>.png``. At most 12 per cell are shown, in a gallery that
+  the page shows collapsed. The examples are the first seed pair's: the report names
+  its runs from runs.csv's complete main runs, the lowest seeds
+  (:mod:`transferlens.report.seed_pairs`).
+- ``criticality.csv``'s ``network`` row (summed criticality, no rewound metric) is
+  listed in the table and the criticality plot, not in the rewinding heatmap.
 """
 
 from __future__ import annotations

@@ -64,12 +64,17 @@ class GalleryGroup:
 
 @dataclass
 class GalleryBlock:
-    """Real test images of one target and pair, grouped by cell, each with caption lines."""
+    """Test images of one target and pair, grouped by cell, each with caption lines;
+    the page shows it collapsed (a ``<details>`` whose summary is ``title``)."""
 
     title: str
     caption: str
     groups: list[GalleryGroup]
     kind: str = "gallery"
+
+    @property
+    def image_count(self) -> int:
+        return sum(len(group.items) for group in self.groups)
 
 
 Block = FigureBlock | TableBlock | NoteBlock | GalleryBlock

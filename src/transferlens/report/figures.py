@@ -44,7 +44,7 @@ def color_of(name: str, position: int = 0) -> str:
 
 
 def panel_grid(
-    panels: int, *, columns: int = 3, width: float = 4.4, height: float = 3.3
+    panels: int, *, columns: int = 3, width: float = 5.2, height: float = 3.3
 ) -> tuple[Figure, list[Axes]]:
     """A figure of ``panels`` axes, ``columns`` per row; unused cells are hidden."""
     columns = max(1, min(columns, panels))
@@ -68,6 +68,15 @@ def style_axes(axes: Axes) -> None:
     axes.set_axisbelow(True)
     for side in ("top", "right"):
         axes.spines[side].set_visible(False)
+
+
+def legend_outside(axes: Axes, fontsize: float = 8) -> None:
+    """The axes' legend to the right of its plotting area, outside it, so it never covers
+    a curve or a bar (the figure's constrained layout makes room for it)."""
+    axes.legend(
+        loc="upper left", bbox_to_anchor=(1.01, 1.0), borderaxespad=0.0, fontsize=fontsize,
+        frameon=False,
+    )  # fmt: skip
 
 
 def plot_learning_curves(curves: pd.DataFrame, targets: list[str], tasks: dict[str, str]) -> Figure:
@@ -100,7 +109,7 @@ def plot_learning_curves(curves: pd.DataFrame, targets: list[str], tasks: dict[s
         axes.xaxis.set_major_locator(MaxNLocator(integer=True))
         axes.set_ylabel(metric_axis_label(tasks[target]))
         style_axes(axes)
-        axes.legend(loc="lower right", fontsize=8)
+        legend_outside(axes)
     return figure
 
 
@@ -165,7 +174,7 @@ def plot_reuse(reuse: pd.DataFrame, targets: list[str], tasks: dict[str, str]) -
         speed_axes.set_ylabel(metric_axis_label(tasks[target], "mean train"))
         for axes in (final_axes, speed_axes):
             style_axes(axes)
-            axes.legend(fontsize=8, loc="upper left")
+            legend_outside(axes)
             axes.tick_params(axis="x", labelsize=8)
     return figure
 
@@ -194,5 +203,5 @@ def plot_pretrain_checkpoints(
         axes.xaxis.set_major_locator(MaxNLocator(integer=True))
         axes.set_ylabel(metric_axis_label(tasks[target], "P-T"))
         style_axes(axes)
-        axes.legend(fontsize=8, loc="lower right")
+        legend_outside(axes)
     return figure

@@ -14,19 +14,14 @@ from matplotlib.figure import Figure
 from transferlens.report.figures import (
     INIT_LABELS,
     color_of,
+    legend_outside,
     panel_grid,
     style_axes,
 )
 from transferlens.report.formatting import format_metric_difference, metric_axis_label, metric_scale
-from transferlens.report.gallery import model_names
-from transferlens.results import PAIRS
+from transferlens.report.seed_pairs import model_names, pair_order
 
 _HEATMAP = "viridis"
-
-
-def _pairs_in(frame: pd.DataFrame) -> list[str]:
-    present = list(dict.fromkeys(frame["pair"].dropna()))
-    return [pair for pair in PAIRS if pair in present] + [p for p in present if p not in PAIRS]
 
 
 def _shown(frame: pd.DataFrame, targets: list[str]) -> list[str]:
@@ -39,7 +34,7 @@ def plot_kappa(mistakes: pd.DataFrame, targets: list[str]) -> Figure:
     figure, panels = panel_grid(len(shown), width=4.0, height=3.0)
     for axes, target in zip(panels, shown):
         rows = mistakes[mistakes["target"] == target]
-        pairs = _pairs_in(rows)
+        pairs = pair_order(rows)
         for position, pair in enumerate(pairs):
             pair_rows = rows[rows["pair"] == pair].reset_index(drop=True)
             for jitter, row in pair_rows.iterrows():
@@ -64,14 +59,29 @@ def plot_kappa(mistakes: pd.DataFrame, targets: list[str]) -> Figure:
     return figure
 
 
+def data_limits(values: np.ndarray, margin: float = 0.08) -> tuple[float, float] | None:
+    """Axis limits that span the finite ``values`` plus ``margin`` of their range on each
+    side (at least 0.01, so a flat line is not at the edge); None when none is finite."""
+    finite = values[np.isfinite(values)]
+    if finite.size == 0:
+        return None
+    low, high = float(finite.min()), float(finite.max())
+    pad = max(margin * (high - low), 0.01)
+    return low - pad, high + pad
+
+
 def plot_cka_layers(cka: pd.DataFrame, targets: list[str]) -> Figure:
-    """CKA of the same layer in two models, per layer and pair (Table 1 as lines), with bands."""
+    """CKA of the same layer in two models, per layer and pair (Table 1 as lines), with bands.
+
+    Each panel's y axis spans its values (intervals included) with a margin, not 0 to 1,
+    so that differences near 1 stay visible; the caption says so.
+    """
     shown = _shown(cka, targets)
     figure, panels = panel_grid(len(shown))
     for axes, target in zip(panels, shown):
         rows = cka[cka["target"] == target]
         layers = list(dict.fromkeys(rows["layer"]))
-        for position, pair in enumerate(_pairs_in(rows)):
+        for position, pair in enumerate(pair_order(rows)):
             table = (
                 rows[rows["pair"] == pair].groupby("layer")[["cka", "cka_low", "cka_high"]].mean()
             )
@@ -82,12 +92,14 @@ def plot_cka_layers(cka: pd.DataFrame, targets: list[str]) -> Figure:
             if table["cka_low"].notna().any():
                 axes.fill_between(x, table["cka_low"], table["cka_high"], color=color, alpha=0.18)
         axes.set_xticks(range(len(layers)), layers, rotation=30, ha="right")
-        axes.set_ylim(0, 1.02)
+        limits = data_limits(rows[["cka", "cka_low", "cka_high"]].to_numpy(float))
+        if limits is not None:
+            axes.set_ylim(*limits)
         axes.set_title(target)
         axes.set_xlabel("layer")
-        axes.set_ylabel("linear CKA (0 to 1)")
+        axes.set_ylabel("linear CKA")
         style_axes(axes)
-        axes.legend(fontsize=8)
+        legend_outside(axes)
     return figure
 
 
@@ -97,7 +109,7 @@ def plot_cka_matrices(matrix: pd.DataFrame, targets: list[str]) -> Figure:
     Rows of a panel are the layers of the pair's first model, columns the second's.
     """
     shown = _shown(matrix, targets)
-    pairs = _pairs_in(matrix)
+    pairs = pair_order(matrix)
     figure, panels = panel_grid(len(shown) * len(pairs), columns=len(pairs), width=2.9, height=2.8)
     image = None
     for row, target in enumerate(shown):
@@ -142,7 +154,7 @@ def _module_panel(
     axes.set_xlabel("module")
     axes.set_ylabel(ylabel)
     style_axes(axes)
-    axes.legend(fontsize=8)
+    legend_outside(axes)
 
 
 def plot_distance_modules(distance: pd.DataFrame, targets: list[str]) -> Figure:
@@ -158,7 +170,7 @@ def plot_distance_modules(distance: pd.DataFrame, targets: list[str]) -> Figure:
                 color_of(pair, position),
                 rows[rows["pair"] == pair].groupby("module")["l2"].mean(),
             )
-            for position, pair in enumerate(_pairs_in(rows))
+            for position, pair in enumerate(pair_order(rows))
         ]
         modules = list(dict.fromkeys(rows["module"]))
         _module_panel(axes, target, modules, "l2 distance of parameters", lines)
@@ -173,12 +185,12 @@ def plot_interpolation(
 ) -> Figure:
     """Fig. 4: test metric and loss along (1-lam) theta + lam theta', barriers in the legend."""
     shown = _shown(interpolation, targets)
-    figure, panels = panel_grid(2 * len(shown), columns=2, width=5.2, height=3.3)
+    figure, panels = panel_grid(2 * len(shown), columns=2, width=6.2, height=3.3)
     for index, target in enumerate(shown):
         rows = interpolation[interpolation["target"] == target]
         task = tasks[target]
         metric_axes, loss_axes = panels[2 * index], panels[2 * index + 1]
-        for position, pair in enumerate(_pairs_in(rows)):
+        for position, pair in enumerate(pair_order(rows)):
             curve = (
                 rows[rows["pair"] == pair].groupby("lam")[["metric", "loss"]].mean().sort_index()
             )
@@ -200,7 +212,7 @@ def plot_interpolation(
         for axes in (metric_axes, loss_axes):
             axes.set_xlabel("interpolation weight lambda (0 = first model, 1 = second)")
             style_axes(axes)
-            axes.legend(fontsize=7)
+            legend_outside(axes, fontsize=7)
     return figure
 
 
@@ -212,9 +224,13 @@ def _models(criticality: pd.DataFrame, targets: list[str]) -> list[tuple[str, st
 def plot_rewind_heatmap(
     criticality: pd.DataFrame, targets: list[str], tasks: dict[str, str]
 ) -> Figure:
-    """Fig. 5: test metric after rewinding one module to its initial value, modules x models."""
+    """Fig. 5: test metric after rewinding one module to its initial value, modules x models;
+    rows without a rewound metric (the ``network`` row of criticality.csv) are left out."""
     models = _models(criticality, targets)
-    modules = list(dict.fromkeys(criticality["module"]))
+    # Only modules that were rewound: the table's whole-network row ("network") carries
+    # the summed criticality and no rewound metric.
+    rewound = criticality[criticality["rewind_metric"].notna()]
+    modules = list(dict.fromkeys(rewound["module"]))
     all_accuracy = all(tasks[target] != "multilabel" for target, _ in models)
     scale = 100.0 if all_accuracy else 1.0
     grid = np.full((len(modules), len(models)), np.nan)
@@ -292,6 +308,7 @@ def plot_conv1_paths(paths: pd.DataFrame, targets: list[str], tasks: dict[str, s
             image = axes.pcolormesh(
                 x, y, grid.to_numpy(float), shading="nearest", cmap=_HEATMAP, vmin=0, vmax=scale
             )
+            axes.set_yticks(y, [f"{sigma:g}" for sigma in y])  # exactly the noise levels run
         if image is not None:
             figure.colorbar(image, ax=row_axes, label=metric_axis_label(tasks[target]), shrink=0.9)
     return figure

@@ -24,7 +24,6 @@ from transferlens.results import RESULTS_DIR, image_path
 ImageLoader = Callable[[Path, str, Sequence[int]], np.ndarray]
 
 CELL_ORDER = ("only_first_wrong", "only_second_wrong", "both_wrong")
-MODEL_NAMES = {"PT": "P-T", "RIT": "RI-T", "P": "P"}
 MAX_IMAGES_PER_CELL = 12
 TILE_MIN_SIDE = 96
 _KEPT_MODES = ("L", "RGB", "RGBA")  # other modes (palette, 16-bit) are shown as RGB
@@ -62,14 +61,11 @@ def load_test_images(study_dir: str | Path, target: str, indices: Sequence[int])
     return np.stack(images) if images else np.zeros((0, 1, 1, 3), dtype=np.uint8)
 
 
-def model_names(pair: str) -> tuple[str, str]:
-    """``("P-T", "RI-T")`` for ``PT-RIT``."""
-    first, _, second = pair.partition("-")
-    return MODEL_NAMES.get(first, first), MODEL_NAMES.get(second, second)
-
-
-def cell_title(pair: str, cell: str) -> str:
-    first, second = model_names(pair)
+def cell_title(first: str, second: str, cell: str) -> str:
+    """The heading of one cell of a pair's 2 x 2 table, with the two models' names
+    (``first``, ``second``: e.g. ``P-T seed 0`` and ``P-T seed 1``)."""
+    if first == second:  # same name (seeds unknown): say which is which by position
+        first, second = f"first {first}", f"second {second}"
     return {
         "only_first_wrong": f"{first} wrong, {second} right",
         "only_second_wrong": f"{first} right, {second} wrong",

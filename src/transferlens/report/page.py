@@ -12,7 +12,6 @@ script and no network access.
 from __future__ import annotations
 
 import shutil
-import tempfile
 from importlib import resources
 from pathlib import Path
 
@@ -20,7 +19,7 @@ import jinja2
 
 from transferlens import __version__
 from transferlens.errors import UserInputError
-from transferlens.io import atomic_write_text
+from transferlens.io import atomic_write_text, make_temp_folder
 from transferlens.report.blocks import Section, SectionContext
 from transferlens.report.findings import Finding, findings_from_results
 from transferlens.report.gallery import ImageLoader, load_test_images
@@ -81,19 +80,11 @@ def _study_title(results: StudyResults) -> str:
     return name or results.study_dir.resolve().name
 
 
-def _open_permissions(folder: Path) -> None:
-    """Staging files are created private (mkstemp/mkdtemp); a report is meant to be shared."""
-    folder.chmod(0o755)
-    for path in folder.iterdir():
-        path.chmod(0o644)
-
-
 def _swap_into_place(staging: Path, output: Path) -> None:
     """Replace ``output`` by ``staging`` (two renames; the old folder is removed after)."""
-    _open_permissions(staging)
     old = None
     if output.exists():
-        old = Path(tempfile.mkdtemp(prefix=f".{output.name}.old.", dir=output.parent))
+        old = make_temp_folder(output.parent, f".{output.name}.old.")
         old.rmdir()
         output.rename(old)
     staging.rename(output)
@@ -125,7 +116,8 @@ def build_report(
     results = load_results(root)
     targets = ordered_targets(results)
     tasks = target_tasks(results, targets)
-    staging = Path(tempfile.mkdtemp(prefix=f".{output.name}.staging.", dir=output.parent))
+    # Made with the user's umask (as every file the io helpers write): a report is shared.
+    staging = make_temp_folder(output.parent, f".{output.name}.staging.")
     try:
         loader = image_loader if image_loader is not None else load_test_images
         ctx = SectionContext(results, targets, tasks, staging, loader)

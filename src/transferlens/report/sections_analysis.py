@@ -5,12 +5,7 @@ from __future__ import annotations
 
 import pandas as pd
 
-from transferlens.errors import UserInputError
 from transferlens.report.blocks import (
-    GalleryBlock,
-    GalleryGroup,
-    GalleryItem,
-    NoteBlock,
     Section,
     SectionContext,
     SectionKind,
@@ -32,21 +27,13 @@ from transferlens.report.formatting import (
     format_metric_difference,
     format_number,
 )
-from transferlens.report.gallery import (
-    CELL_ORDER,
-    MAX_IMAGES_PER_CELL,
-    ImagesUnavailable,
-    cell_title,
-    check_images,
-    model_names,
-    tile_png,
+from transferlens.report.sections_gallery import gallery_blocks
+from transferlens.report.seed_pairs import (
+    describe_pairs,
+    pair_order,
+    seeds_by_model,
+    table_labels,
 )
-from transferlens.results import PAIRS
-
-
-def _pair_order(frame: pd.DataFrame) -> list[str]:
-    present = list(dict.fromkeys(frame["pair"].dropna()))
-    return [p for p in PAIRS if p in present] + [p for p in present if p not in PAIRS]
 
 
 def _general(value: object) -> str:
@@ -54,88 +41,44 @@ def _general(value: object) -> str:
     return "n/a" if pd.isna(value) else f"{float(value):.3g}"  # type: ignore[arg-type]
 
 
-def _int(value: object) -> str:
-    return "n/a" if pd.isna(value) else str(int(value))  # type: ignore[arg-type]
-
-
-def _gallery_group(
-    ctx: SectionContext, target: str, pair: str, cell: str, chosen: pd.DataFrame
-) -> GalleryGroup:
-    """Load and write the images of one cell (raises ImagesUnavailable)."""
-    first, second = model_names(pair)
-    indices = [int(index) for index in chosen["index"]]
-    loaded = ctx.image_loader(ctx.results.study_dir, target, indices)
-    images = check_images(loaded, len(indices), target)
-    items = [
-        GalleryItem(
-            ctx.image(tile_png(image), f"gallery_{target}_{pair}_{cell}_{index}"),
-            [
-                f"test #{index}, label {label}",
-                f"{first}: {guess_first}",
-                f"{second}: {guess_second}",
-            ],
-        )
-        for image, index, label, guess_first, guess_second in zip(
-            images, indices, chosen["label"], chosen["pred_first"], chosen["pred_second"]
-        )
-    ]
-    return GalleryGroup(f"{cell_title(pair, cell)} ({len(items)} shown)", items)
-
-
-def _gallery_blocks(ctx: SectionContext, section: Section) -> None:
-    examples = ctx.results.get("mistakes_examples")
-    if examples is None:
-        section.missing_note("mistakes_examples", "the gallery of test images")
-        return
-    for target in ctx.targets_in(examples):
-        rows = examples[examples["target"] == target]
-        for pair in _pair_order(rows):
-            groups = []
-            for cell in CELL_ORDER:
-                chosen = rows[(rows["pair"] == pair) & (rows["cell"] == cell)]
-                if chosen.empty:
-                    continue
-                try:
-                    groups.append(
-                        _gallery_group(ctx, target, pair, cell, chosen.head(MAX_IMAGES_PER_CELL))
-                    )
-                except (ImagesUnavailable, UserInputError, OSError) as error:
-                    section.blocks.append(
-                        NoteBlock(f"Gallery of {target} not shown: {error}", "warn")
-                    )
-                    return
-            section.blocks.append(
-                GalleryBlock(
-                    f"Test images of {target}, {pair}",
-                    "Real test images from each cell of the table above, with their test-set "
-                    "index, true label and both models' predictions.",
-                    groups,
-                )
-            )
+def _count(value: object) -> str:
+    """A count of examples; a mean over seed pairs may be fractional (20.5), so it is
+    printed with one decimal rather than truncated."""
+    if pd.isna(value):
+        return "n/a"
+    number = float(value)  # type: ignore[arg-type]
+    return str(int(number)) if number.is_integer() else f"{number:.1f}"
 
 
 def _fill_mistakes(ctx: SectionContext, section: Section) -> None:
     mistakes = ctx.results.tables["mistakes"]
+    seeds = seeds_by_model(ctx.results.get("runs"))
     rows = []
     for target in ctx.targets:
-        for pair in _pair_order(mistakes[mistakes["target"] == target]):
+        for pair in pair_order(mistakes[mistakes["target"] == target]):
             chosen = mistakes[(mistakes["target"] == target) & (mistakes["pair"] == pair)]
-            first, second = model_names(pair)
+            first, second = table_labels(seeds, target, pair)
+            compared = describe_pairs(seeds, target, pair)
             for row in chosen.itertuples(index=False):
                 rows.append(
                     [
-                        target, pair, _int(row.n), _int(row.both_right), _int(row.both_wrong),
-                        f"{_int(row.only_first_wrong)} ({first} wrong)",
-                        f"{_int(row.only_second_wrong)} ({second} wrong)",
+                        target, pair, compared, _count(row.n), _count(row.both_right),
+                        _count(row.both_wrong),
+                        f"{_count(row.only_first_wrong)} ({first} wrong)",
+                        f"{_count(row.only_second_wrong)} ({second} wrong)",
                         format_interval(row.kappa, row.kappa_low, row.kappa_high),
                     ]
                 )  # fmt: skip
     section.blocks.append(
         TableBlock(
-            "The 2 x 2 table of each pair (counts of test examples) and Cohen's kappa [interval].",
+            "The 2 x 2 table of each pair (counts of test examples, the mean over its seed "
+            "pairs where there are several) and Cohen's kappa [interval]. 'Models' names the "
+            "first and second model of the pair, from the complete main runs of "
+            "results/runs.csv (within P-T or RI-T, the lower seed is first).",
             [
                 "target",
                 "pair",
+                "models",
                 "n",
                 "both right",
                 "both wrong",
@@ -150,10 +93,11 @@ def _fill_mistakes(ctx: SectionContext, section: Section) -> None:
         ctx.figure(
             plot_kappa(mistakes, ctx.targets),
             "kappa",
-            "Cohen's kappa per pair with its interval (one point per seed pair).",
+            "Cohen's kappa per pair with its interval (one point per row of "
+            "results/mistakes.csv: a pair's mean over its seed pairs).",
         )
     )
-    _gallery_blocks(ctx, section)
+    gallery_blocks(ctx, section, seeds)
 
 
 def _fill_cka(ctx: SectionContext, section: Section) -> None:
@@ -163,7 +107,7 @@ def _fill_cka(ctx: SectionContext, section: Section) -> None:
         layers = list(dict.fromkeys(rows["layer"]))
         means = rows.groupby(["pair", "layer"])[["cka", "cka_low", "cka_high"]].mean()
         table = []
-        for pair in _pair_order(rows):
+        for pair in pair_order(rows):
             cells = [
                 format_interval(*means.loc[(pair, layer)])
                 if (pair, layer) in means.index
@@ -178,7 +122,9 @@ def _fill_cka(ctx: SectionContext, section: Section) -> None:
         ctx.figure(
             plot_cka_layers(cka, ctx.targets),
             "cka_layers",
-            "CKA per layer for each pair of models; bands are the intervals.",
+            "CKA per layer for each pair of models; bands are the intervals. Each panel's "
+            "y axis is scaled to its values with a margin (it does not span 0 to 1), so "
+            "differences near 1 stay visible.",
         )
     )
     matrix = ctx.results.get("cka_matrix")
@@ -203,7 +149,7 @@ def _fill_distance(ctx: SectionContext, section: Section) -> None:
         means = whole.groupby(["pair", "target"])["l2"].mean()
         rows = [
             [pair] + [format_number(means.get((pair, t)), 1) for t in targets]
-            for pair in _pair_order(whole)
+            for pair in pair_order(whole)
         ]
         section.blocks.append(
             TableBlock(
@@ -239,7 +185,7 @@ def _fill_interpolation(ctx: SectionContext, section: Section) -> None:
     rows = []
     for target in ctx.targets:
         chosen = barriers[barriers["target"] == target]
-        for pair in _pair_order(chosen):
+        for pair in pair_order(chosen):
             row = chosen[chosen["pair"] == pair][["loss_barrier", "metric_barrier"]].mean()
             rows.append(
                 [
@@ -319,7 +265,8 @@ def _fill_criticality(ctx: SectionContext, section: Section) -> None:
         return
     caption = (
         "conv1: test metric over the distance from its initial value (x) and the noise sigma "
-        "(y), along the direct path and along the training checkpoints."
+        "(y, ticked at exactly the noise levels run), along the direct path and along the "
+        "training checkpoints."
     )
     figure = plot_conv1_paths(paths, ctx.targets, ctx.tasks)
     section.blocks.append(ctx.figure(figure, "conv1_paths", caption))

@@ -5,6 +5,10 @@ without waiting, trains only if the run is neither complete nor (unless retrying
 failed, and records any exception as the run's failure instead of raising it, so
 that the other runs go on. The lock is held for the whole training and dropped by
 the kernel if the process dies, so two processes never train the same run.
+
+Every run trains with its planned CPU thread count (``PlannedRun.threads``, the
+study's ``threads_per_run``) whatever process runs it, and keeps the checkpoints its
+plan names (``keep_epochs``).
 """
 
 from __future__ import annotations
@@ -71,6 +75,15 @@ def execute_run(
         failure = store.failure(run_id)
         if failure is not None and not retry_failed:
             return Outcome(run_id, "failed", failure.get("error"))
+        if run.depends_on is not None and store.checkpoint_lost(run.depends_on):
+            source, epoch = run.depends_on.run_id, run.depends_on.epoch
+            line = store.record_failure(
+                run_id,
+                f"source run {source} is complete without a checkpoint of epoch {epoch} "
+                "(pruned by keep_checkpoints: needed under an earlier plan); delete "
+                f"runs/{source} to train it again",
+            )
+            return Outcome(run_id, "failed", line)
         if run.depends_on is not None and not store.checkpoint_ready(run.depends_on):
             return Outcome(run_id, "not_ready")
         store.clear_failure(run_id)
@@ -80,9 +93,18 @@ def execute_run(
             if launch is not None:
                 launch(store, run, on_epoch)
             else:
+                from transferlens.train.environment import pinned_threads
+
                 train = resolve_function(train_function)
                 spec = store.runnable_spec(run.spec)
-                train(spec, store.run_dir(run_id), progress=False, on_epoch=on_epoch)
+                with pinned_threads(run.threads):
+                    train(
+                        spec,
+                        store.run_dir(run_id),
+                        progress=False,
+                        on_epoch=on_epoch,
+                        keep_epochs=run.keep_epochs,
+                    )
         except Exception as error:  # recorded, not raised: the other runs go on
             line = store.record_failure(run_id, error)
             return Outcome(run_id, "failed", line, seconds=time.perf_counter() - start)

@@ -2,9 +2,10 @@
 
 :func:`load_study` runs every check before any work starts (pydantic's types and
 unknown keys, then :func:`~transferlens.study.spec.check_study`, then the data folders
-and weights file). Relative paths (``source.weights``, ``data_root``) are resolved
-against the current folder; a data set's relative ``root`` joins the data folder
-(``--data-root``, else the study's ``data_root``, else ``$TRANSFERLENS_DATA``).
+and the weights file, which must also load and fit the model). Relative paths
+(``source.weights``, ``data_root``) are resolved against the current folder; a data
+set's relative ``root`` joins the data folder (``--data-root``, else the study's
+``data_root``, else ``$TRANSFERLENS_DATA``).
 """
 
 from __future__ import annotations
@@ -80,11 +81,28 @@ def path_problems(study: StudySpec, source: str) -> list[str]:
     return problems
 
 
+def check_weights_source(study: StudySpec, source: str) -> None:
+    """A weights file named as the source (``source.weights``), when it exists, must load
+    (``weights_only=True``) and fit the study's model: checked before any run trains,
+    not when the first P-T run starts."""
+    from transferlens.models.weights import check_weights_file
+
+    weights = study.source.weights
+    if weights is None or not Path(weights).is_file():
+        return  # absent: a path problem (path_problems)
+    try:
+        check_weights_file(weights, study.model.name, study.model.kwargs)
+    except UserInputError as error:
+        raise UserInputError(f"{source}: source.weights: {error}") from None
+
+
 def check_paths(study: StudySpec, source: str) -> None:
-    """Raise for the first missing data folder or weights file."""
+    """Raise for the first missing data folder or weights file, or a weights file that
+    does not fit the model."""
     problems = path_problems(study, source)
     if problems:
         raise UserInputError(problems[0])
+    check_weights_source(study, source)
 
 
 def parse_study(

@@ -15,6 +15,10 @@ to the same folder, and changing one setting renames only the runs it touches.
 Sweeps overlap (the unshuffled run of the block sweep may equal the main run, the
 final checkpoint of the checkpoint sweep is the main P-T run): identical specs are one
 run, which then belongs to several ``groups``.
+
+Each planned run also carries how it executes, outside its id: ``threads`` (the
+study's ``threads_per_run``) and ``keep_epochs``, the checkpoints it keeps under
+``keep_checkpoints: needed`` (:func:`kept_epochs`; None keeps every one).
 """
 
 from __future__ import annotations
@@ -80,12 +84,18 @@ class Dependency:
 
 @dataclass(frozen=True)
 class PlannedRun:
-    """One run of the plan: its id, its spec (``init.run`` = a run id) and what it is."""
+    """One run of the plan: its id, its spec (``init.run`` = a run id) and what it is.
+
+    ``threads`` and ``keep_epochs`` say how it executes (CPU threads per training
+    process; the checkpoints to keep, None = all): not part of its id.
+    """
 
     run_id: str
     spec: TrainSpec
     meta: RunMeta
     depends_on: Dependency | None = None
+    threads: int = 1
+    keep_epochs: tuple[int, ...] | None = None
 
     @property
     def epochs(self) -> int:
@@ -243,6 +253,50 @@ def _normalised_block(size: int | None, image_size: int) -> int | None:
     return None if size == image_size else size
 
 
+def walked_runs(plan: Plan) -> list[PlannedRun]:
+    """The runs whose every checkpoint an analysis reads: the first seed's main P-T and
+    RI-T run of each target (the criticality analysis's path through the checkpoints)."""
+    first_seed = min(plan.study.seeds)
+    return [
+        run
+        for run in plan.select(kind="target", group="main", seed=first_seed, block_size=None)
+        if run.meta.init in ("PT", "RIT")
+    ]
+
+
+def kept_epochs(plan: Plan) -> dict[str, tuple[int, ...] | None]:
+    """The checkpoints each run keeps under ``keep_checkpoints: needed`` (None: all).
+
+    Epoch 0 (the init: criticality rewinds to it), the final epoch (every analysis),
+    the epochs other runs start from (the pre-training checkpoint sweep), and every
+    epoch of :func:`walked_runs` -- kept whether criticality is requested or not, as an
+    analysis can be added to a finished study but a deleted checkpoint cannot come back.
+    Training also keeps its latest checkpoint until the next one, for resuming.
+    """
+    if plan.study.keep_checkpoints == "all":
+        return {run.run_id: None for run in plan}
+    started_from: dict[str, set[int]] = {}
+    for run in plan:
+        if run.depends_on is not None:
+            started_from.setdefault(run.depends_on.run_id, set()).add(run.depends_on.epoch)
+    walked = {run.run_id for run in walked_runs(plan)}
+    return {
+        run.run_id: None
+        if run.run_id in walked
+        else tuple(sorted({0, run.epochs} | started_from.get(run.run_id, set())))
+        for run in plan
+    }
+
+
+def _with_execution_settings(plan: Plan) -> Plan:
+    """Every run with its thread count and kept checkpoints (see the module docstring)."""
+    keep = kept_epochs(plan)
+    threads = plan.study.threads_per_run
+    for run_id, run in plan.runs.items():
+        plan.runs[run_id] = replace(run, threads=threads, keep_epochs=keep[run_id])
+    return plan
+
+
 def plan_study(study: StudySpec, source_name: str = "study") -> Plan:
     """Expand a validated study into its runs (see the module docstring).
 
@@ -295,4 +349,4 @@ def plan_study(study: StudySpec, source_name: str = "study") -> Plan:
                         arms=("PT",),
                         pretrain_epoch=epoch,
                     )
-    return planner.plan
+    return _with_execution_settings(planner.plan)

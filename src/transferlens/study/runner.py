@@ -6,11 +6,17 @@ invocation on a finished study trains nothing and returns at once); ``runs.csv``
 regenerated; once every run is complete the analyses run through the hook
 ``transferlens.study.analyses.run_analyses(plan, store)``. Only one process runs the
 analyses of a study at a time.
+
+Progress goes to stderr: ``announce`` (when given) gets one header line before any
+work (:func:`study_header`: the study, its folder, its runs, how many run at once),
+the executor shows the training (:mod:`transferlens.study.progress`), and the
+analyses print their start, steps and end.
 """
 
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -20,9 +26,14 @@ from transferlens.study.executors import ExecutorOptions, make_executor
 from transferlens.study.loading import default_output, load_study
 from transferlens.study.locks import RunLock
 from transferlens.study.plan import Plan, plan_study
+from transferlens.study.progress import AnalysisProgress
 from transferlens.study.runs_table import write_runs_table
 from transferlens.study.scheduler import Scheduler, blocked_reason, order_ids
 from transferlens.study.store import StudyStore, error_line
+
+NO_ANALYSES = "no analyses requested"
+# Worker labels named in the header line; more are counted, not listed.
+HEADER_WORKERS = 4
 
 
 @dataclass
@@ -41,6 +52,12 @@ class RunReport:
     def ok(self) -> bool:
         return self.complete == self.total and not self.analyses.startswith("failed")
 
+    @property
+    def analyses_complete(self) -> bool:
+        """Every run is complete and every requested analysis wrote its tables (if any)."""
+        done = self.analyses.startswith("complete") or self.analyses == NO_ANALYSES
+        return self.complete == self.total and done
+
 
 def open_study(
     study_file: str | os.PathLike,
@@ -55,21 +72,43 @@ def open_study(
     return plan, StudyStore(out if out is not None else default_output(study))
 
 
-def _say(line: str) -> None:
-    print(line, flush=True)
+def study_header(plan: Plan, store: StudyStore, done: int, workers: str) -> str:
+    """``study demo in DIR: 26 runs (3 already complete), 2 at once (cpu#0, cpu#1), then 7
+    analyses``: what a ``run`` is about to do, printed before any work in every mode."""
+    analyses = len(plan.study.analyses)
+    then = f", then {analyses} analys{'is' if analyses == 1 else 'es'}" if analyses else ""
+    return (
+        f"study {plan.study.name} in {store.root}: {len(plan)} runs ({done} already complete), "
+        f"{workers}{then}"
+    )
 
 
-def run_analyses_hook(plan: Plan, store: StudyStore) -> str:
-    """Run the analyses module on a finished study; returns a one-line note."""
+def describe_workers(executor: object, name: str) -> str:
+    """``2 at once (cpu#0, cpu#1)`` for an executor with worker slots, else its name."""
+    slots = getattr(executor, "slots", None)  # local and torchrun have slots; slurm queues
+    if not slots:
+        return f"on the {name} executor"
+    labels = [slot.label for slot in slots[:HEADER_WORKERS]]
+    more = f", {len(slots) - HEADER_WORKERS} more" if len(slots) > HEADER_WORKERS else ""
+    return f"{len(slots)} at once ({', '.join(labels)}{more})"
+
+
+def run_analyses_hook(plan: Plan, store: StudyStore, progress: bool | None = None) -> str:
+    """Run the analyses module on a finished study; returns a one-line note.
+
+    ``progress``: live status line (True), plain lines (False), or live on a terminal
+    (None), as :class:`~transferlens.study.progress.AnalysisProgress`.
+    """
     if not plan.study.analyses:
-        return "no analyses requested"
+        return NO_ANALYSES
     lock = RunLock(store.locks_dir / "analyses.lock")
     if not lock.try_acquire():
         return "skipped: another process is running the analyses of this study"
     try:
         store.write_analyses_state("running")
         try:
-            study_analyses.run_analyses(plan, store, progress=_say)
+            with AnalysisProgress(live=progress) as shown:
+                study_analyses.run_analyses(plan, store, progress=shown.line, step=shown.step)
         except Exception as error:  # noqa: BLE001 -- reported in analyses.json and the summary
             line = error_line(error)
             store.write_analyses_state("failed", line)
@@ -93,10 +132,12 @@ def execute_plan(
     partition: str | None = None,
     train_function: str = DEFAULT_TRAIN_FUNCTION,
     source_file: str | None = None,
+    announce: Callable[[str], None] | None = None,
 ) -> RunReport:
     """Train what is not complete, write runs.csv, run the analyses; see the module docstring.
 
-    ``executor`` names one of :data:`transferlens.study.executors.EXECUTORS`.
+    ``executor`` names one of :data:`transferlens.study.executors.EXECUTORS`;
+    ``announce(line)`` hears the :func:`study_header` line before any work.
     """
 
     def refresh_table(run_id: str) -> None:
@@ -116,11 +157,13 @@ def execute_plan(
     store.root.mkdir(parents=True, exist_ok=True)
     store.write_study(plan, source_file=source_file)
     done_before = {run.run_id for run in plan if store.is_complete(run.run_id)}
+    if announce is not None:
+        announce(study_header(plan, store, len(done_before), describe_workers(chosen, executor)))
     scheduler = chosen.run(plan, store)
     write_runs_table(plan, store)
     report = _report(plan, store, scheduler, done_before)
     if report.complete == report.total:
-        report.analyses = run_analyses_hook(plan, store)
+        report.analyses = run_analyses_hook(plan, store, progress)
     else:
         report.analyses = "not run: some runs are not complete"
     return report

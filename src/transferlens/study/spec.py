@@ -245,6 +245,18 @@ class StudySpec(StrictModel):
     analyses: AnalysesSettings = Field(default_factory=dict)  # type: ignore[valid-type]
     devices: str | list[int | str] | None = None
     jobs: int | None = Field(default=None, ge=1)
+    threads_per_run: int = Field(
+        default=1,
+        ge=1,
+        description="CPU threads of each training process, on every machine and executor "
+        "(the thread count changes a run's numbers; CPU jobs default to cores // this)",
+    )
+    keep_checkpoints: Literal["all", "needed"] = Field(
+        default="all",
+        description="'needed': keep only the checkpoints the analyses and sweeps read "
+        "(epoch 0, the final one, the pre-training epochs fine-tuned from, every epoch "
+        "of each target's first-seed main runs) and the latest while a run trains",
+    )
     slurm: SlurmSettings = Field(default_factory=SlurmSettings)
 
     @model_validator(mode="before")

@@ -1,6 +1,9 @@
 """Text summaries of a study: its plan (``transferlens plan``) and its state (``status``).
 
 Both read only the study folder's files, so they are safe to run while runners work.
+``status`` flags a study whose runs were trained in different environments (CPU
+threads, device, torch version: :mod:`transferlens.train.environment`), whose numbers
+are then not comparable bit for bit.
 """
 
 from __future__ import annotations
@@ -10,6 +13,8 @@ from pathlib import Path
 
 from transferlens.study.plan import GROUPS, Plan, RunMeta
 from transferlens.study.store import STATES, StudyStore
+from transferlens.train import run_dir as run_folder
+from transferlens.train.environment import Environment
 
 ANALYSIS_TABLES = {
     "reuse": ("reuse.csv",),
@@ -47,6 +52,11 @@ def plan_summary(plan: Plan, store: StudyStore, *, list_runs: bool = False) -> s
     lines.append("  by sweep (a run may serve several): " + ", ".join(shown))
     epochs = sum(run.epochs for run in plan if run.run_id not in complete)
     lines.append(f"  training epochs left: {epochs}")
+    threads = plan.study.threads_per_run
+    lines.append(
+        f"  each run: {threads} CPU thread{'s' if threads != 1 else ''}, "
+        f"checkpoints kept: {plan.study.keep_checkpoints}"
+    )
     analyses = ", ".join(plan.study.analyses) or "none"
     lines.append(f"  analyses: {analyses}")
     if list_runs:
@@ -94,8 +104,42 @@ def study_status(store: StudyStore) -> str:
     strays = [p.name for p in store.runs_dir.glob("*") if p.is_dir() and p.name not in known]
     if strays:
         lines.append(f"  {len(strays)} run folder(s) not in the current plan (an earlier version)")
+    lines.extend(environment_lines(store, [run_id for run_id, _, _ in planned]))
     lines.extend(_analyses_lines(store, list(data.get("study", {}).get("analyses") or {})))
     return "\n".join(lines)
+
+
+def environment_lines(store: StudyStore, run_ids: list[str]) -> list[str]:
+    """Where the started runs were trained: one line if in one environment, else a
+    warning with the runs per environment (a resumed run may count in several)."""
+    runs_per: Counter[Environment] = Counter()
+    unrecorded = 0
+    resumed_elsewhere = []
+    for run_id in run_ids:
+        folder = store.run_dir(run_id)
+        if not (folder / run_folder.SPEC_FILE).is_file():
+            continue  # not started
+        environments = run_folder.run_environments(folder)
+        if not environments:
+            unrecorded += 1
+        if len(environments) > 1:
+            resumed_elsewhere.append(run_id)
+        runs_per.update(environments)
+    lines = []
+    if len(runs_per) == 1:
+        lines.append(f"  environment: {next(iter(runs_per)).describe()}")
+    elif runs_per:
+        lines.append(
+            "  WARNING: runs trained in different environments (their numbers are not "
+            "comparable bit for bit; see docs/architecture.md, What is bit-reproducible):"
+        )
+        for environment, count in runs_per.most_common():
+            lines.append(f"    {count:>5} run(s): {environment.describe()}")
+        for run_id in resumed_elsewhere:
+            lines.append(f"    {run_id} was resumed in another environment")
+    if unrecorded:
+        lines.append(f"  {unrecorded} run(s) recorded no environment (trained before it was)")
+    return lines
 
 
 def _analyses_lines(store: StudyStore, requested: list[str]) -> list[str]:

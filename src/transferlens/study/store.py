@@ -118,6 +118,15 @@ class StudyStore:
     def summary(self, run_id: str) -> dict[str, Any] | None:
         return run_folder.read_complete(self.run_dir(run_id))
 
+    def checkpoint_lost(self, dependency: Dependency) -> bool:
+        """Whether the source run is complete without checkpoint ``epoch``: it will never
+        come (pruned by an earlier plan that did not need it, or deleted)."""
+        folder = self.run_dir(dependency.run_id)
+        return (
+            run_folder.is_complete(folder)
+            and not checkpoint_path(folder, dependency.epoch).is_file()
+        )
+
     def checkpoint_ready(self, dependency: Dependency) -> bool:
         """Whether checkpoint ``epoch`` of the source run is final (never rewritten).
 
@@ -228,10 +237,13 @@ class StudyStore:
 
 
 def run_record(run: PlannedRun) -> dict[str, Any]:
-    """The JSON of a planned run: id, meta, dependency and spec."""
+    """The JSON of a planned run: id, meta, dependency, how it executes (``threads``,
+    ``keep_epochs``: null = every checkpoint) and spec."""
     return {
         "run_id": run.run_id,
         "meta": run.meta.to_json(),
         "depends_on": run.depends_on.__dict__ if run.depends_on else None,
+        "threads": run.threads,
+        "keep_epochs": None if run.keep_epochs is None else list(run.keep_epochs),
         "spec": run.spec.model_dump(mode="json"),
     }

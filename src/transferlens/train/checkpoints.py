@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import json
 import os
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -47,6 +47,20 @@ def saved_epochs(run_dir: str | os.PathLike) -> list[int]:
         if number.isdigit():
             epochs.append(int(number))
     return sorted(epochs)
+
+
+def prune_checkpoints(run_dir: str | os.PathLike, keep: Collection[int]) -> list[int]:
+    """Delete every checkpoint whose epoch is not in ``keep``; returns the deleted epochs.
+
+    The caller keeps the epoch its resume state names (the latest saved), so that the
+    run can always continue: a crash between writing a checkpoint and pruning leaves
+    only extra files, which the next pruning deletes.
+    """
+    wanted = {int(epoch) for epoch in keep}
+    deleted = [epoch for epoch in saved_epochs(run_dir) if epoch not in wanted]
+    for epoch in deleted:
+        checkpoint_path(run_dir, epoch).unlink(missing_ok=True)
+    return deleted
 
 
 def unwrap(model: nn.Module) -> nn.Module:

@@ -11,7 +11,14 @@ its checkpoint and resume state, so the resume state (the last file) names an ep
 whose record and checkpoint exist; on restart the records after it are dropped and
 training continues from it. All randomness of epoch k is a pure function of
 (seed, k) (:mod:`transferlens.train.seeds`), so the resumed run ends bit-identical
-(on CPU) to one that was never interrupted. ``complete.json`` is written last.
+(on CPU, with the same thread count) to one that was never interrupted.
+``complete.json`` is written last.
+
+``environment.json`` records the threads, device and torch version the epochs ran
+with (:mod:`transferlens.train.environment`); a resume under another thread count is
+refused. ``keep_epochs`` (a study's checkpoint pruning) deletes, after each saved
+epoch, every checkpoint outside it but the latest (which resuming needs), and the
+resume state once the run is complete.
 """
 
 from __future__ import annotations
@@ -19,7 +26,7 @@ from __future__ import annotations
 import json
 import math
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from pathlib import Path
 from typing import Any
 
@@ -34,10 +41,13 @@ from transferlens.evaluation import autocast, evaluate
 from transferlens.io import append_jsonl, atomic_write_json, atomic_write_text, read_jsonl
 from transferlens.metrics import task_loss
 from transferlens.train.checkpoints import (
+    RESUME_FILE,
     ResumeState,
     checkpoint_path,
+    prune_checkpoints,
     read_checkpoint,
     read_resume_state,
+    resume_epoch,
     save_checkpoint,
     save_resume_state,
     saved_epochs,
@@ -48,6 +58,11 @@ from transferlens.train.distributed import (
     all_reduce_sum,
     current_context,
     resolve_device,
+)
+from transferlens.train.environment import (
+    check_resume_threads,
+    current_environment,
+    record_environment,
 )
 from transferlens.train.init import initial_model
 from transferlens.train.loaders import Loaders, build_loaders
@@ -98,8 +113,16 @@ def check_spec_matches(run_dir: Path, spec: TrainSpec) -> bool:
 class _Run:
     """The state of one run in progress: model, optimiser, loaders and where they run."""
 
-    def __init__(self, spec: TrainSpec, run_dir: Path, context: DistContext, progress: bool):
+    def __init__(
+        self,
+        spec: TrainSpec,
+        run_dir: Path,
+        context: DistContext,
+        progress: bool,
+        keep_epochs: Collection[int] | None = None,
+    ):
         self.spec, self.run_dir, self.context = spec, run_dir, context
+        self.keep_epochs = None if keep_epochs is None else frozenset(keep_epochs)
         self.progress = progress and context.is_main
         self.device = resolve_device(spec.device, context)
         on_cuda = self.device.type == "cuda"
@@ -232,6 +255,8 @@ class _Run:
                 model_kwargs=spec.model_kwargs,
             )
             save_resume_state(self.run_dir, epoch, self.optimizer)
+            if self.keep_epochs is not None:  # after the resume state: it names this epoch
+                prune_checkpoints(self.run_dir, self.keep_epochs | {epoch})
 
     def report(self, record: dict[str, Any]) -> None:
         if self.progress:
@@ -261,12 +286,15 @@ def train(
     *,
     progress: bool = True,
     on_epoch: EpochCallback | None = None,
+    keep_epochs: Collection[int] | None = None,
 ) -> RunSummary:
     """Train ``spec`` into ``run_dir`` (resuming it if interrupted) and return the summary.
 
     A complete folder is returned as it is (nothing recomputed); a folder holding
-    another spec raises UserInputError. ``on_epoch(epoch, record)`` is called after
-    each epoch's files are written (epoch 0 included). See the module docstring.
+    another spec, or resumed under another CPU thread count, raises UserInputError.
+    ``on_epoch(epoch, record)`` is called after each epoch's files are written (epoch 0
+    included). ``keep_epochs``: the checkpoints to keep (None: every saved epoch; the
+    final epoch is kept whether listed or not). See the module docstring.
     """
     run_dir = Path(run_dir)
     context = current_context()
@@ -274,7 +302,11 @@ def train(
         summary = read_complete(run_dir)
         if summary is not None:
             return RunSummary.from_json(summary, already_complete=True)
-    run = _Run(spec, run_dir, context, progress)
+    if resume_epoch(run_dir) is not None:  # before anything of the folder changes
+        check_resume_threads(run_dir, torch.get_num_threads())
+    if keep_epochs is not None:
+        keep_epochs = {*keep_epochs, spec.epochs}
+    run = _Run(spec, run_dir, context, progress, keep_epochs)
     resume = _restart_point(run, run_dir) if (run_dir / SPEC_FILE).is_file() else None
     run.build(resume)  # builds (and checks) the init before anything is written
     context.barrier()  # every process has read the folder before rank 0 writes to it
@@ -282,6 +314,9 @@ def train(
         atomic_write_json(run_dir / SPEC_FILE, spec.model_dump(mode="json"))
         atomic_write_text(run_dir / METRICS_FILE, "")
     start = 0 if resume is None else resume.epoch
+    if context.is_main:
+        environment = current_environment(run.device, context.world_size)
+        record_environment(run_dir, start, environment, fresh=resume is None)
     if resume is None:
         record = run.evaluate_epoch(0)
         record.update(lr=None, seconds=0.0, images=0, images_per_second=None, step_loss=None)
@@ -323,5 +358,7 @@ def train(
     )
     if context.is_main:
         atomic_write_json(run_dir / COMPLETE_FILE, summary.to_json())
+        if keep_epochs is not None:  # a complete run is never resumed
+            (run_dir / RESUME_FILE).unlink(missing_ok=True)
     context.barrier()
     return summary

@@ -6,7 +6,11 @@ Layout (docs/architecture.md, "run folders")::
     <run>/metrics.jsonl                        one record per epoch 0..E
     <run>/checkpoints/epoch_{k:04d}.safetensors model state dict after k epochs
     <run>/resume.safetensors                   optimiser + RNG state of the last saved epoch
+    <run>/environment.json                     threads, device, torch version of its epochs
     <run>/complete.json                        written last: the run summary
+
+A study that prunes checkpoints (``keep_checkpoints: needed``) leaves only the epochs
+its plan named in ``run.json`` (``keep_epochs``) and no resume state once complete.
 
 and the files a study keeps beside them (written by :mod:`transferlens.study`)::
 
@@ -36,6 +40,8 @@ from torch import nn
 from transferlens.errors import UserInputError
 from transferlens.io import read_jsonl
 from transferlens.train.checkpoints import checkpoint_path, read_checkpoint, saved_epochs
+from transferlens.train.environment import ENVIRONMENT_FILE as ENVIRONMENT_FILE
+from transferlens.train.environment import Environment, read_segments
 
 SPEC_FILE = "spec.json"
 METRICS_FILE = "metrics.jsonl"
@@ -75,6 +81,16 @@ def is_complete(run_dir: str | os.PathLike) -> bool:
 def read_metrics(run_dir: str | os.PathLike) -> list[dict[str, Any]]:
     """The per-epoch records of metrics.jsonl (a torn last line ignored; [] if none)."""
     return read_jsonl(Path(run_dir) / METRICS_FILE)
+
+
+def run_environments(run_dir: str | os.PathLike) -> list[Environment]:
+    """The distinct environments the run's epochs were trained in, in order ([] when it
+    recorded none: trained before environments were recorded)."""
+    found: list[Environment] = []
+    for _, environment in read_segments(run_dir):
+        if environment not in found:
+            found.append(environment)
+    return found
 
 
 def spec_sha256(run_dir: str | os.PathLike) -> str | None:

@@ -111,17 +111,22 @@ class TrainSpec(StrictModel):
 
     model_config = ConfigDict(protected_namespaces=())  # allow the field name model_kwargs
 
-    model: str = Field(min_length=1, description="model registry name, e.g. fixup_resnet10")
+    model: str = Field(
+        min_length=1,
+        description="model registry name, e.g. fixup_resnet10 (transferlens list models)",
+    )
     model_kwargs: dict[str, ScalarValue | list[int]] = Field(
         default_factory=dict, description="model keyword argument, e.g. stem=cifar"
     )
-    data: DataSpec
+    data: DataSpec = Field(description="the data set to train and evaluate on (data keys)")
     init: InitSpec = Field(default_factory=RandomInit, description="how the weights start")
     epochs: int = Field(ge=1, description="training epochs")
     batch_size: int = Field(default=128, ge=1, description="global batch (all processes)")
     lr: float = Field(gt=0, description="base learning rate (SGD)")
     momentum: float = Field(default=0.9, ge=0, lt=1, description="SGD momentum")
-    weight_decay: float = Field(default=1e-4, ge=0, description="on all parameters")
+    weight_decay: float = Field(
+        default=1e-4, ge=0, description="SGD weight decay, on all parameters"
+    )
     bias_scale_lr_factor: float = Field(default=0.1, gt=0, description="lr factor of bias/scale")
     lr_milestones: list[int] = Field(
         default_factory=list, description="epochs after which lr x gamma"
@@ -131,7 +136,7 @@ class TrainSpec(StrictModel):
         default=0, ge=0, description="epochs of linear per-step lr warm-up from 0"
     )
     grad_clip_norm: float | None = Field(
-        default=None, gt=0, description="clip the global gradient norm to this; None = off"
+        default=None, gt=0, description="clip the global gradient norm to this; null = off"
     )
     mixup_alpha: float = Field(default=0.0, ge=0, description="0 = no mixup")
     eval_batch_size: int = Field(default=256, ge=1, description="batch of evaluation passes")

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import pandas as pd
 
 from transferlens.study.analyses.context import (
@@ -17,19 +19,24 @@ from transferlens.study.analyses.settings import CkaSettings
 MATRIX_PAIRS = ("PT-PT", "RIT-RIT", "PT-RIT")
 
 
-def analyse_cka(context: StudyContext, settings: CkaSettings) -> dict[str, pd.DataFrame]:
+def analyse_cka(
+    context: StudyContext, settings: CkaSettings, progress: Callable[[str], None] | None = None
+) -> dict[str, pd.DataFrame]:
     """``cka`` (mean over seed pairs, bootstrap interval) and ``cka_matrix`` (the first
-    seed pair of each of :data:`MATRIX_PAIRS`, every layer against every layer)."""
+    seed pair of each of :data:`MATRIX_PAIRS`, every layer against every layer).
+    ``progress`` hears ``real: target 1/3, 4 pairs`` and ``real: matrix PT-PT``."""
     from transferlens.analysis import cka_many, cka_matrix
 
     tables, matrices = [], []
-    for target, entry in context.targets.items():
+    for number, (target, entry) in enumerate(context.targets.items(), 1):
         names = ("PT-PT", "PT-RIT", "RIT-RIT")
         if context.source:
             names = ("PT-P", *names)
         pairs = model_pairs(entry, names)
         if not pairs:
             continue
+        if progress is not None:
+            progress(f"{target}: target {number}/{len(context.targets)}, {len(pairs)} pairs")
         models = keyed_models(context, pairs)
         loader = context.test_loader(target, settings.max_examples)
         result = cka_many(
@@ -46,6 +53,8 @@ def analyse_cka(context: StudyContext, settings: CkaSettings) -> dict[str, pd.Da
             if name not in pairs:
                 continue
             first, second = pairs[name][0]
+            if progress is not None:
+                progress(f"{target}: matrix {name}")
             matrix = cka_matrix(
                 models[member_key(first)],
                 models[member_key(second)],

@@ -10,7 +10,7 @@
 from __future__ import annotations
 
 import itertools
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from functools import cached_property
 from typing import TYPE_CHECKING, Any, Literal
@@ -25,6 +25,8 @@ if TYPE_CHECKING:  # the study's modules import the analyses registry: no cycle 
     from transferlens.study.plan import Plan, PlannedRun
     from transferlens.study.store import StudyStore
 
+# Hears one line per step of a long analysis (e.g. ``real PT module 3/6 conv1``).
+Progress = Callable[[str], None]
 SOURCE: Literal["P"] = "P"  # stands for the source model in a pair
 Member = Any  # a PlannedRun, or SOURCE
 

@@ -3,6 +3,8 @@ model, and the rewinding paths of ``conv1`` through the saved checkpoints."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import pandas as pd
 
 from transferlens.study.analyses.context import StudyContext, concat
@@ -10,9 +12,14 @@ from transferlens.study.analyses.settings import CriticalitySettings
 
 
 def analyse_criticality(
-    context: StudyContext, settings: CriticalitySettings
+    context: StudyContext,
+    settings: CriticalitySettings,
+    progress: Callable[[str], None] | None = None,
 ) -> dict[str, pd.DataFrame]:
+    """``criticality`` and ``criticality_path``; ``progress`` hears ``real PT module 3/6
+    conv1`` and ``real PT conv1 path 1/2 direct (...)`` as each step begins."""
     from transferlens.analysis import criticality_grid, module_criticality, path_grid
+    from transferlens.study.progress import prefixed
     from transferlens.train import available_epochs
 
     tables, paths = [], []
@@ -25,6 +32,7 @@ def analyse_criticality(
             if not runs:
                 continue
             run = runs[min(runs)]  # the first seed, as the paper shows one model per init
+            step = prefixed(progress, f"{target} {init} ")
             final, start = context.model(run), context.model(run, 0)
             table = module_criticality(
                 final,
@@ -36,6 +44,7 @@ def analyse_criticality(
                 n_noise=settings.n_noise,
                 tolerance=settings.tolerance,
                 metric_loader=test_loader,
+                progress=step,
             ).to_frame()
             tables.append(table.assign(target=target, init=init))
             epochs = available_epochs(context.store.run_dir(run.run_id))
@@ -48,6 +57,7 @@ def analyse_criticality(
                 module="conv1",
                 n_points=settings.path_points,
                 sigmas=list(settings.path_sigmas),
+                progress=step,
             ).to_frame()
             paths.append(grid.assign(target=target, init=init))
     return {"criticality": concat(tables), "criticality_path": concat(paths)}

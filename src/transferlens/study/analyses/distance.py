@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import pandas as pd
 
-from transferlens.study.analyses.context import StudyContext, concat, model_pairs
+from transferlens.study.analyses.context import Progress, StudyContext, concat, model_pairs
 from transferlens.study.analyses.settings import DistanceSettings
 
 
-def analyse_distance(context: StudyContext, settings: DistanceSettings) -> dict[str, pd.DataFrame]:
+def analyse_distance(
+    context: StudyContext, settings: DistanceSettings, progress: Progress | None = None
+) -> dict[str, pd.DataFrame]:
     from transferlens.analysis import parameter_distance
 
     tables = []

@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import pandas as pd
 
-from transferlens.study.analyses.context import StudyContext
+from transferlens.study.analyses.context import Progress, StudyContext
 from transferlens.study.analyses.settings import PretrainCheckpointsSettings, ReuseSettings
 
 
-def analyse_reuse(context: StudyContext, settings: ReuseSettings) -> dict[str, pd.DataFrame]:
+def analyse_reuse(
+    context: StudyContext, settings: ReuseSettings, progress: Progress | None = None
+) -> dict[str, pd.DataFrame]:
     """Feature reuse from the block-shuffle sweep's runs (the paper's "noaug" configs).
 
     :func:`~transferlens.analysis.feature_reuse` picks the runs from runs.csv's groups:
@@ -21,7 +23,9 @@ def analyse_reuse(context: StudyContext, settings: ReuseSettings) -> dict[str, p
 
 
 def analyse_pretrain_checkpoints(
-    context: StudyContext, settings: PretrainCheckpointsSettings
+    context: StudyContext,
+    settings: PretrainCheckpointsSettings,
+    progress: Progress | None = None,
 ) -> dict[str, pd.DataFrame]:
     """Final metric and speed of P-T by the pre-training epoch it started from."""
     from transferlens.analysis import pretrain_checkpoints

@@ -3,6 +3,8 @@ its barriers."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import pandas as pd
 
 from transferlens.study.analyses.context import StudyContext, concat, model_pairs
@@ -10,16 +12,22 @@ from transferlens.study.analyses.settings import InterpolationSettings
 
 
 def analyse_interpolation(
-    context: StudyContext, settings: InterpolationSettings
+    context: StudyContext,
+    settings: InterpolationSettings,
+    progress: Callable[[str], None] | None = None,
 ) -> dict[str, pd.DataFrame]:
+    """``interpolation`` and ``barriers``; ``progress`` hears ``real: pair 2/3 PT-RIT``."""
     from transferlens.analysis import barrier, interpolation_curve, lambda_grid
 
     curves, barriers = [], []
     for target, entry in context.targets.items():
         loader = context.test_loader(target, settings.max_examples)
         train_loader = context.train_eval_loader(target)
-        for name, combos in model_pairs(entry, ("PT-PT", "PT-RIT", "RIT-RIT")).items():
+        pairs = model_pairs(entry, ("PT-PT", "PT-RIT", "RIT-RIT"))
+        for number, (name, combos) in enumerate(pairs.items(), 1):
             first, second = combos[0]  # the first two seeds: one curve per pair, as in the paper
+            if progress is not None:
+                progress(f"{target}: pair {number}/{len(pairs)} {name}")
             result = interpolation_curve(
                 context.model(first),
                 context.model(second),

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
@@ -22,18 +23,25 @@ from transferlens.study.analyses.settings import MistakesSettings
 CELLS = ("only_first_wrong", "only_second_wrong", "both_wrong")
 
 
-def analyse_mistakes(context: StudyContext, settings: MistakesSettings) -> dict[str, pd.DataFrame]:
+def analyse_mistakes(
+    context: StudyContext,
+    settings: MistakesSettings,
+    progress: Callable[[str], None] | None = None,
+) -> dict[str, pd.DataFrame]:
     """``mistakes`` (per pair, over seeds) and ``mistakes_examples`` (the first seed pair's
-    test indices per cell, with label and both predictions), single-label targets only."""
+    test indices per cell, with label and both predictions), single-label targets only.
+    ``progress`` hears ``real: target 1/3, 3 pairs``."""
     from transferlens.analysis import mistakes
 
     tables, examples = [], []
-    for target, entry in context.targets.items():
+    for number, (target, entry) in enumerate(context.targets.items(), 1):
         if context.task(target) != "multiclass":
             continue  # mistakes are defined on top-1 correctness
         pairs = model_pairs(entry, ("PT-PT", "PT-RIT", "RIT-RIT"))
         if not pairs:
             continue
+        if progress is not None:
+            progress(f"{target}: target {number}/{len(context.targets)}, {len(pairs)} pairs")
         models = keyed_models(context, pairs)
         loader = context.test_loader(target)
         result = mistakes(

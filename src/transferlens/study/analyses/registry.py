@@ -10,12 +10,10 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
 
 import pandas as pd
 
 from transferlens.study.analyses.cka import analyse_cka
-from transferlens.study.analyses.context import StudyContext
 from transferlens.study.analyses.criticality import analyse_criticality
 from transferlens.study.analyses.distance import analyse_distance
 from transferlens.study.analyses.from_runs import analyse_pretrain_checkpoints, analyse_reuse
@@ -32,7 +30,8 @@ from transferlens.study.analyses.settings import (
     ReuseSettings,
 )
 
-Adapter = Callable[[StudyContext, Any], dict[str, pd.DataFrame]]
+# adapter(context, settings, progress=None) -> {table name: frame}
+Adapter = Callable[..., dict[str, pd.DataFrame]]
 
 
 @dataclass(frozen=True)

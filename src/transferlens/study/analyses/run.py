@@ -6,6 +6,11 @@ each writing its tables atomically under ``<study>/results/``; the test images t
 mistakes gallery shows are exported last. An analysis whose inputs (its settings
 and the complete runs) have not changed since its tables were written is skipped
 (``results/analyses_manifest.json``), so a re-run is cheap.
+
+Progress: ``progress(line)`` hears each analysis start and end (``[analysis 7/7]
+criticality ...``); ``step(line)`` hears where a long one is (``[analysis 7/7]
+criticality: real PT module 3/6 conv1``), from adapters that take a ``progress``
+keyword (the others run without one). Progress never changes what is computed.
 """
 
 from __future__ import annotations
@@ -76,12 +81,20 @@ def requested_analyses(plan: Plan) -> list[tuple[str, AnalysisSettings]]:
 
 
 def run_analyses(
-    plan: Plan, store: StudyStore, progress: Callable[[str], None] | None = None
+    plan: Plan,
+    store: StudyStore,
+    progress: Callable[[str], None] | None = None,
+    step: Callable[[str], None] | None = None,
 ) -> None:
-    """Write every requested analysis's tables under ``<study>/results/`` (module docstring)."""
+    """Write every requested analysis's tables under ``<study>/results/`` (module docstring).
+
+    ``step`` defaults to ``progress``.
+    """
+    from transferlens.study.progress import prefixed
     from transferlens.study.results_files import write_gallery_images
     from transferlens.study.runs_table import write_runs_table
 
+    step = step or progress
     requested = requested_analyses(plan)
     write_runs_table(plan, store)
     context = StudyContext(plan, store)
@@ -95,10 +108,13 @@ def run_analyses(
         written = [table_path(results_dir, table) for table in done.get("tables", [])]
         if done.get("fingerprint") == stamp and all(path.exists() for path in written):
             continue
+        prefix = f"[analysis {number}/{len(requested)}] {name}"
         if progress:
-            progress(f"[analysis {number}/{len(requested)}] {name} ...")
+            progress(f"{prefix} ...")
         started = time.perf_counter()
-        tables = ANALYSES[name].adapter(context, settings)
+        adapter = ANALYSES[name].adapter
+        steps = prefixed(step, f"{prefix}: ") if step is not None else None
+        tables = adapter(context, settings, progress=steps)
         for table, frame in tables.items():
             atomic_write_text(
                 table_path(results_dir, table), ordered(table, frame).to_csv(index=False)
@@ -107,5 +123,5 @@ def run_analyses(
         atomic_write_json(manifest_path, manifest)
         if progress:
             seconds = time.perf_counter() - started
-            progress(f"[analysis {number}/{len(requested)}] {name} done in {seconds:.0f} s")
+            progress(f"{prefix} done in {seconds:.0f} s")
     write_gallery_images(plan, store)

@@ -1,12 +1,14 @@
 """The local executor: a pool of worker processes, each pinned to a device.
 
 Slots come from ``--devices`` and ``--jobs``: ``cpu`` gives ``jobs`` CPU workers
-(default: cores // torch threads), ``0,1,2,3`` gives ``jobs`` workers per GPU (default
-1); ``--nproc-per-node N`` makes each slot a group of N devices (N processes) whose
-runs go through torchrun (as every run does with the ``torchrun`` executor,
-:class:`~transferlens.study.executors.torchrun.TorchrunExecutor`). Each worker sees only its devices (``CUDA_VISIBLE_DEVICES``,
-empty for CPU workers, so that the specs keep ``device: auto`` and resume anywhere)
-and uses cores // workers threads.
+(default: cores // the study's ``threads_per_run``), ``0,1,2,3`` gives ``jobs`` workers
+per GPU (default 1); ``--nproc-per-node N`` makes each slot a group of N devices (N
+processes) whose runs go through torchrun (as every run does with the ``torchrun``
+executor, :class:`~transferlens.study.executors.torchrun.TorchrunExecutor`). Each
+worker sees only its devices (``CUDA_VISIBLE_DEVICES``, empty for CPU workers, so that
+the specs keep ``device: auto`` and resume anywhere) and each training process uses
+the study's ``threads_per_run`` threads, however many workers share the machine: the
+thread count changes a run's numbers, the number of workers must not.
 
 Workers are spawned (safe with CUDA), die with the runner (``PR_SET_PDEATHSIG``) and
 talk to it over one pipe each, so a worker that dies mid-message breaks only its own
@@ -60,9 +62,16 @@ def _gpu_ids(devices: str | list[int | str]) -> list[str]:
 
 
 def make_slots(
-    devices: str | list[int | str] | None, jobs: int | None = None, nproc_per_node: int = 1
+    devices: str | list[int | str] | None,
+    jobs: int | None = None,
+    nproc_per_node: int = 1,
+    threads_per_run: int | None = None,
 ) -> list[Slot]:
-    """The worker slots for ``--devices``/``--jobs``/``--nproc-per-node`` (module docstring)."""
+    """The worker slots for ``--devices``/``--jobs``/``--nproc-per-node`` (module docstring).
+
+    ``threads_per_run``: each training process's threads (a study's setting); None
+    shares the cores among the workers (cores // processes), as outside a study.
+    """
     import torch
 
     cores = os.cpu_count() or 1
@@ -72,10 +81,13 @@ def make_slots(
         raise UserInputError(f"--nproc-per-node: must be at least 1 (got {nproc_per_node})")
     if devices in (None, "auto", "cuda"):
         count = torch.cuda.device_count() if torch.cuda.is_available() else 0
+        if devices == "cuda" and not count:  # asked for, absent: never a silent CPU run
+            raise UserInputError("--devices: 'cuda' requested but CUDA is not available")
         devices = [str(i) for i in range(count)] if count else "cpu"
     if devices == "cpu":
-        count = jobs or max(1, cores // max(1, torch.get_num_threads()))
-        threads = max(1, cores // (count * nproc_per_node))
+        per_process = threads_per_run or max(1, torch.get_num_threads())
+        count = jobs or max(1, cores // (per_process * nproc_per_node))
+        threads = threads_per_run or max(1, cores // (count * nproc_per_node))
         return [Slot(i, f"cpu#{i}", "", threads, nproc_per_node) for i in range(count)]
     ids = _gpu_ids(devices)  # type: ignore[arg-type]
     visible = os.environ.get("CUDA_VISIBLE_DEVICES")
@@ -90,7 +102,7 @@ def make_slots(
         )
     groups = [ids[i : i + nproc_per_node] for i in range(0, len(ids), nproc_per_node)]
     per_group = jobs or 1
-    threads = max(1, cores // (len(groups) * per_group * nproc_per_node))
+    threads = threads_per_run or max(1, cores // (len(groups) * per_group * nproc_per_node))
     slots = []
     for group in groups:
         names = [physical[int(g)] if physical else g for g in group]
@@ -122,7 +134,7 @@ def _worker_main(
     if use_torchrun or slot.nproc > 1:
         from transferlens.study.executors.torchrun import torchrun_launcher
 
-        launch = torchrun_launcher(slot.nproc, slot.threads)
+        launch = torchrun_launcher(slot.nproc)
     while True:
         run = connection.recv()
         if run is None:
@@ -209,7 +221,12 @@ class LocalExecutor:
     def from_options(cls, plan: Plan, options: ExecutorOptions) -> LocalExecutor:
         """The executor for ``transferlens run``'s options (devices/jobs: else the study's)."""
         devices = options.devices if options.devices is not None else plan.study.devices
-        slots = make_slots(devices, options.jobs or plan.study.jobs, options.nproc_per_node)
+        slots = make_slots(
+            devices,
+            options.jobs or plan.study.jobs,
+            options.nproc_per_node,
+            threads_per_run=plan.study.threads_per_run,
+        )
         return cls(slots, options)
 
     def __init__(self, slots: list[Slot], options: ExecutorOptions | None = None) -> None:

@@ -18,7 +18,6 @@ client re-attaches to jobs still queued or running instead of submitting them ag
 from __future__ import annotations
 
 import json
-import os
 import signal
 import subprocess
 import time
@@ -81,14 +80,11 @@ class RunJob:
     """The function a SLURM job runs: :func:`execute_run` on one run (requeueable)."""
 
     def __call__(self, study_dir: str, run: PlannedRun, retry_failed: bool) -> dict[str, Any]:
-        import torch
-
         # submitit ignores SIGTERM (scancel, preemption) and trains on until SIGKILL: stop at
         # once instead; the run resumes from its last checkpoint when run again or requeued.
         signal.signal(signal.SIGTERM, _stop_on_sigterm)
-        cpus = int(os.environ.get("SLURM_CPUS_PER_TASK", "0") or 0)
-        if cpus > 0:
-            torch.set_num_threads(cpus)
+        # Threads: execute_run pins the run's planned count (threads_per_run), not the
+        # job's cpus_per_task, so a run's numbers do not depend on the job's size.
         outcome = execute_run(StudyStore(study_dir), run, retry_failed=retry_failed)
         return asdict(outcome)
 

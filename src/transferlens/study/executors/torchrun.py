@@ -8,7 +8,8 @@ launches::
     python -m torch.distributed.run --standalone --nproc-per-node N \\
         -m transferlens.study.executors.torchrun STUDY_DIR RUN_ID
 
-Every process reads the run's planned spec from ``run.json`` and calls
+Every process reads the run's planned spec, thread count and kept checkpoints from
+``run.json`` and calls
 ``transferlens.train.train`` (a P-T source found in the study's runs folder), which joins torchrun's process group (NCCL on GPUs,
 gloo on CPUs), shards each batch and lets rank 0 write the run folder. The worker
 follows ``metrics.jsonl`` for progress. Processes die with their parent
@@ -58,15 +59,16 @@ def torchrun_command(study_dir: str, run_id: str, nproc: int) -> list[str]:
     ]
 
 
-def torchrun_launcher(nproc: int, threads: int) -> Callable[..., None]:
-    """A ``launch(store, run, on_epoch)`` for :func:`execute_run` using ``nproc`` processes."""
+def torchrun_launcher(nproc: int) -> Callable[..., None]:
+    """A ``launch(store, run, on_epoch)`` for :func:`execute_run` using ``nproc`` processes,
+    each with the run's planned thread count (``PlannedRun.threads``)."""
 
     def launch(
         store: StudyStore, run: PlannedRun, on_epoch: Callable[[int, dict[str, Any]], None] | None
     ) -> None:
         run_dir = store.run_dir(run.run_id)
         run_dir.mkdir(parents=True, exist_ok=True)
-        per_process = str(max(1, threads // nproc))
+        per_process = str(run.threads)
         env = {**os.environ, "OMP_NUM_THREADS": per_process, "MKL_NUM_THREADS": per_process}
         log_path = run_dir / TORCHRUN_LOG
         seen = len(read_metrics(run_dir))
@@ -141,8 +143,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     store = StudyStore(study_dir)
     record = json.loads((store.run_dir(run_id) / RUN_FILE).read_text(encoding="utf-8"))
     spec = validate(TrainSpec, record["spec"], str(store.run_dir(run_id) / RUN_FILE))
+    keep = record.get("keep_epochs")
     try:
-        train(store.runnable_spec(spec), store.run_dir(run_id), progress=False)
+        train(store.runnable_spec(spec), store.run_dir(run_id), progress=False, keep_epochs=keep)
     finally:
         if torch.distributed.is_available() and torch.distributed.is_initialized():
             torch.distributed.destroy_process_group()
