@@ -47,13 +47,14 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         help="the whole paper in miniature on embedded synthetic domains (offline, CPU)",
         description="Pre-train on a synthetic source, fine-tune (P-T) and train from scratch "
         "(RI-T) on three synthetic targets, run the block-shuffle and pre-training-checkpoint "
-        "sweeps and all seven analyses, write the HTML report and print the findings.",
+        "sweeps and all seven analyses, write the HTML report and print the findings "
+        "(about 9 minutes on 2 CPU cores).",
     )
     parser.add_argument("--out", default=None, help=f"study folder (default ./{DEFAULT_OUT})")
     parser.add_argument(
         "--fast",
         action="store_true",
-        help="fewer images and epochs, same stages (about a minute; a smoke test, not a result)",
+        help="fewer images and epochs, same stages (~40 s on 2 cores; a smoke test, not a result)",
     )
     parser.add_argument(
         "--jobs",
