@@ -108,3 +108,23 @@ def study_file(tmp_path: Path) -> Callable[..., Path]:
         return path
 
     return write
+
+
+# The smallest criticality an analysis test can ask for (a 2 x 2 grid, a few examples).
+TINY_CRITICALITY: dict[str, Any] = {
+    "alphas": 2,
+    "sigmas": 2,
+    "n_noise": 1,
+    "max_examples": 16,
+    "path_points": 2,
+    "path_sigmas": [0.0],
+}
+
+
+@pytest.fixture
+def isolated_cache(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """A fresh ``$TRANSFERLENS_CACHE`` for the test, and no ``$TRANSFERLENS_DATA``."""
+    cache = tmp_path / "cache"
+    monkeypatch.setenv("TRANSFERLENS_CACHE", str(cache))
+    monkeypatch.delenv("TRANSFERLENS_DATA", raising=False)
+    return cache

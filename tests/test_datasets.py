@@ -29,11 +29,8 @@ LEVEL_STEP = 8
 
 
 @pytest.fixture(autouse=True)
-def _isolated_cache(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    cache = tmp_path / "cache"
-    monkeypatch.setenv("TRANSFERLENS_CACHE", str(cache))
-    monkeypatch.delenv("TRANSFERLENS_DATA", raising=False)
-    return cache
+def _isolated_cache(isolated_cache: Path) -> Path:
+    return isolated_cache
 
 
 def _write_image(

@@ -22,11 +22,8 @@ from transferlens.validation import validate
 
 
 @pytest.fixture(autouse=True)
-def _isolated_cache(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    cache = tmp_path / "cache"
-    monkeypatch.setenv("TRANSFERLENS_CACHE", str(cache))
-    monkeypatch.delenv("TRANSFERLENS_DATA", raising=False)
-    return cache
+def _isolated_cache(isolated_cache: Path) -> Path:
+    return isolated_cache
 
 
 def _write_flat_images(folder: Path, colours: dict[str, list[tuple[int, int, int]]]) -> None:

@@ -16,7 +16,7 @@ from rich.console import Console
 from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
 
-from conftest import TINY_STUDY, merged
+from conftest import TINY_CRITICALITY, TINY_STUDY, merged
 from transferlens.cli import main
 from transferlens.study.analyses.registry import ANALYSES
 from transferlens.study.eta import StudyEta
@@ -26,16 +26,7 @@ from transferlens.train.progress import epoch_line, format_duration
 
 STUDY = merged(TINY_STUDY, data_defaults={"options": {"source_classes": 4, "target_classes": 3}})
 # Criticality on the tiny study: the smallest grid, a few examples.
-CRITICALITY = {
-    "criticality": {
-        "alphas": 2,
-        "sigmas": 2,
-        "n_noise": 1,
-        "max_examples": 16,
-        "path_points": 2,
-        "path_sigmas": [0.0],
-    }
-}
+CRITICALITY = {"criticality": TINY_CRITICALITY}
 
 
 class FakeClock:

@@ -10,7 +10,7 @@ import pandas as pd
 import pytest
 from safetensors.torch import load_file
 
-from conftest import TINY_STUDY, merged
+from conftest import TINY_CRITICALITY, TINY_STUDY, merged
 from test_threads import Crash, crash_after, tiny_spec
 from transferlens.io import atomic_write_json
 from transferlens.results import TABLE_COLUMNS
@@ -36,14 +36,7 @@ STUDY = merged(
         "cka": {"n_bootstrap": 5},
         "distance": {},
         "interpolation": {"points": 3},
-        "criticality": {
-            "alphas": 2,
-            "sigmas": 2,
-            "n_noise": 1,
-            "max_examples": 16,
-            "path_points": 2,
-            "path_sigmas": [0.0],
-        },
+        "criticality": TINY_CRITICALITY,
         "pretrain_checkpoints": {},
     },
 )
