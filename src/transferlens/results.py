@@ -31,7 +31,10 @@ in it:
 
 from __future__ import annotations
 
+import itertools
+from collections.abc import Mapping, Sequence
 from pathlib import Path
+from typing import TypeVar
 
 import pandas as pd
 
@@ -40,6 +43,9 @@ STUDY_JSON = "study.json"
 IMAGES_DIR = "images"
 
 PAIRS = ("PT-PT", "PT-RIT", "RIT-RIT", "PT-P", "RIT-P")
+SOURCE = "P"  # the source model's place in a pair name
+
+Member = TypeVar("Member")
 # The groups of runs.csv's ``groups`` column (a run may belong to several).
 SOURCE_GROUP, MAIN_GROUP = "source", "main"
 BLOCK_SHUFFLE_GROUP, PRETRAIN_CHECKPOINTS_GROUP = "block_shuffle", "pretrain_checkpoints"
@@ -123,3 +129,19 @@ def main_runs(runs: pd.DataFrame) -> pd.DataFrame:
             group = group[group["pretrain_epoch"].isna() | (group["pretrain_epoch"] == last)]
         keep.append(group)
     return pd.concat(keep) if keep else frame.iloc[0:0]
+
+
+def seed_pairs(pair: str, members: Mapping[str, Sequence[Member]]) -> list[tuple[Member, Member]]:
+    """The (first, second) models a pair compares, in the order the analyses use them.
+
+    ``members`` maps ``PT``, ``RIT`` (each arm's models, sorted by seed) and ``P`` (the
+    source alone) to models; ``pair`` is a name of :data:`PAIRS`. Within one arm every
+    two different seeds, the lower first (``PT-PT``); across arms every first with every
+    second (``PT-RIT``, ``PT-P``). Tables hold the mean over these; the first is the
+    one the galleries show.
+    """
+    first, _, second = pair.partition("-")
+    firsts, seconds = members.get(first, ()), members.get(second, ())
+    if first == second:
+        return list(itertools.combinations(firsts, 2))
+    return [(a, b) for a in firsts for b in seconds]

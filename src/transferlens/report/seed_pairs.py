@@ -17,10 +17,10 @@ from dataclasses import dataclass
 
 import pandas as pd
 
-from transferlens.results import PAIRS, main_runs
+from transferlens.results import PAIRS, SOURCE, main_runs
+from transferlens.results import seed_pairs as pairs_of
 
 MODEL_NAMES = {"PT": "P-T", "RIT": "RI-T", "P": "P"}
-SOURCE = "P"
 
 
 @dataclass(frozen=True)
@@ -96,11 +96,8 @@ def _members(seeds: SeedTable, target: str, init: str) -> list[PairMember]:
 def seed_pairs(seeds: SeedTable, target: str, pair: str) -> list[tuple[PairMember, PairMember]]:
     """Every (first, second) pair of models the analyses compared for ``pair``, in the
     analyses' order (so the first one is the gallery's)."""
-    first_init, second_init = pair_inits(pair)
-    firsts, seconds = _members(seeds, target, first_init), _members(seeds, target, second_init)
-    if first_init == second_init:
-        return [(a, b) for i, a in enumerate(firsts) for b in firsts[i + 1 :]]
-    return [(a, b) for a in firsts for b in seconds]
+    members = {init: _members(seeds, target, init) for init in pair_inits(pair)}
+    return pairs_of(pair, members)
 
 
 def first_seed_pair(seeds: SeedTable, target: str, pair: str) -> tuple[PairMember, PairMember]:

@@ -49,7 +49,10 @@ class StudyEta:
         self.clock = clock
         self.running: dict[str, _Running] = {}
         self.seen: set[str] = set()  # runs started in this session
-        self._durations: dict[CostKey, list[float]] = {}
+        # (sum of seconds, count) of the measured epochs, per cost key and per kind: the
+        # means are read at every epoch report, so they are kept, not recomputed.
+        self._by_key: dict[CostKey, tuple[float, int]] = {}
+        self._by_kind: dict[str, tuple[float, int]] = {}
 
     def _key(self, run_id: str) -> CostKey:
         meta = self.plan[run_id].meta
@@ -64,7 +67,10 @@ class StudyEta:
         state = self.running.setdefault(run_id, _Running())
         now = self.clock()
         if state.epoch is not None and epoch == state.epoch + 1:
-            self._durations.setdefault(self._key(run_id), []).append(now - state.reported_at)
+            key, seconds = self._key(run_id), now - state.reported_at
+            for totals, group in ((self._by_key, key), (self._by_kind, key[0])):
+                total, count = totals.get(group, (0.0, 0))
+                totals[group] = (total + seconds, count + 1)
         state.epoch, state.reported_at = epoch, now
 
     def finished(self, run_id: str) -> None:
@@ -73,16 +79,8 @@ class StudyEta:
     def seconds_per_epoch(self, run_id: str) -> float | None:
         """Mean measured epoch of runs of the same kind and target, else of the same kind."""
         key = self._key(run_id)
-        same = self._durations.get(key)
-        if same:
-            return sum(same) / len(same)
-        kind = [
-            seconds
-            for (other_kind, _), durations in self._durations.items()
-            if other_kind == key[0]
-            for seconds in durations
-        ]
-        return sum(kind) / len(kind) if kind else None
+        total, count = self._by_key.get(key) or self._by_kind.get(key[0]) or (0.0, 0)
+        return total / count if count else None
 
     def run_seconds_left(self, run_id: str) -> float | None:
         """Time left of a run (started or not); None before any epoch is measured."""

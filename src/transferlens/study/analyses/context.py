@@ -13,13 +13,13 @@ import itertools
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from functools import cached_property
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Any
 
 import pandas as pd
 from torch import nn
 from torch.utils.data import DataLoader, Subset
 
-from transferlens.results import RESULTS_DIR, main_runs, table_path
+from transferlens.results import RESULTS_DIR, SOURCE, main_runs, seed_pairs, table_path
 
 if TYPE_CHECKING:  # the study's modules import the analyses registry: no cycle at run time
     from transferlens.study.plan import Plan, PlannedRun
@@ -27,7 +27,6 @@ if TYPE_CHECKING:  # the study's modules import the analyses registry: no cycle 
 
 # Hears one line per step of a long analysis (e.g. ``real PT module 3/6 conv1``).
 Progress = Callable[[str], None]
-SOURCE: Literal["P"] = "P"  # stands for the source model in a pair
 Member = Any  # a PlannedRun, or SOURCE
 
 
@@ -116,31 +115,17 @@ def limited(loader: DataLoader, max_examples: int | None) -> DataLoader:
     return DataLoader(subset, batch_size=loader.batch_size, shuffle=False)
 
 
-def seed_pairs(
-    first: dict[int, PlannedRun], second: dict[int, PlannedRun], same_arm: bool
-) -> list[tuple[PlannedRun, PlannedRun]]:
-    """Combinations of runs over seeds: i < j within one arm, every (i, j) across arms."""
-    if same_arm:
-        return [(first[i], first[j]) for i, j in itertools.combinations(sorted(first), 2)]
-    return [(first[i], second[j]) for i in sorted(first) for j in sorted(second)]
-
-
 def model_pairs(
     entry: TargetModels, names: Iterable[str]
 ) -> dict[str, list[tuple[Member, Member]]]:
-    """``{pair name: [(member, member), ...]}`` for the pair names of DESIGN.md (empty ones left out)."""
-    pairs: dict[str, list[tuple[Member, Member]]] = {}
-    for name in names:
-        if name == "PT-PT":
-            pairs[name] = seed_pairs(entry.pt, entry.pt, True)
-        elif name == "RIT-RIT":
-            pairs[name] = seed_pairs(entry.rit, entry.rit, True)
-        elif name == "PT-RIT":
-            pairs[name] = seed_pairs(entry.pt, entry.rit, False)
-        elif name == "PT-P":
-            pairs[name] = [(run, SOURCE) for _, run in sorted(entry.pt.items())]
-        elif name == "RIT-P":
-            pairs[name] = [(run, SOURCE) for _, run in sorted(entry.rit.items())]
+    """``{pair name: [(member, member), ...]}`` for the pair names of DESIGN.md, by
+    :func:`transferlens.results.seed_pairs` (empty ones left out)."""
+    members = {
+        "PT": [entry.pt[seed] for seed in sorted(entry.pt)],
+        "RIT": [entry.rit[seed] for seed in sorted(entry.rit)],
+        SOURCE: [SOURCE],
+    }
+    pairs = {name: seed_pairs(name, members) for name in names}
     return {name: combos for name, combos in pairs.items() if combos}
 
 
