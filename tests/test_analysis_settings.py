@@ -17,7 +17,13 @@ DEFAULTS = {
     "reuse": {},
     "pretrain_checkpoints": {},
     "mistakes": {"n_bootstrap": 1000, "examples_per_cell": 12},
-    "cka": {"layers": None, "n_bootstrap": 200, "max_examples": None, "matrix": True},
+    "cka": {
+        "layers": None,
+        "n_bootstrap": 200,
+        "max_examples": None,
+        "matrix": True,
+        "tokens": "all",
+    },
     "distance": {},
     "interpolation": {"points": 11, "max_examples": None},
     "criticality": {
@@ -28,6 +34,7 @@ DEFAULTS = {
         "max_examples": 1024,
         "path_points": 6,
         "path_sigmas": [0.0, 0.05, 0.1, 0.2],
+        "path_module": None,  # the module map's first unit: conv1 for a ResNet
     },
 }
 

@@ -624,7 +624,7 @@ def test_cka_of_two_models_is_cka_many_of_the_pair_and_records_its_settings():
     )
     assert two.to_frame().equals(many.to_frame())
     assert two.pairs == (("a-b", "a", "b"),) and two.layers_a == tuple(LAYERS)
-    assert two.settings == {"n_bootstrap": 40, "confidence": 0.95, "seed": 2}
+    assert two.settings == {"n_bootstrap": 40, "confidence": 0.95, "seed": 2, "tokens": "all"}
 
 
 def test_the_public_name_analysis_cka_is_the_function_even_after_importing_every_module():

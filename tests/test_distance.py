@@ -12,6 +12,7 @@ from torch import nn
 from transferlens.analysis import parameter_distance
 from transferlens.errors import UserInputError
 from transferlens.models import build_model
+from transferlens.models.module_map import module_map
 
 
 class Net(nn.Module):
@@ -51,24 +52,34 @@ def test_whole_and_per_module_equal_brute_force():
     result = parameter_distance(a, b)
     frame = result.to_frame()
     assert list(frame.columns) == ["module", "l2"]
-    assert list(frame["module"]) == ["all", "conv1", "body", "fc"]
+    # The units of the module map: the Sequential's parameterised children one by one.
+    units = ["conv1", "body.0", "body.2", "fc"]
+    assert list(frame["module"]) == ["all", *units]
     assert row(frame, "all") == pytest.approx(brute_force_l2(a, b), rel=1e-12)
-    for module in ("conv1", "body", "fc"):
+    for module in units:
         assert row(frame, module) == pytest.approx(brute_force_l2(a, b, module + "."), rel=1e-12)
-    # The modules partition the parameters: squares add up to the whole.
-    parts = sum(row(frame, m) ** 2 for m in ("conv1", "body", "fc"))
+    # The units partition the parameters: squares add up to the whole.
+    parts = sum(row(frame, m) ** 2 for m in units)
     assert math.sqrt(parts) == pytest.approx(row(frame, "all"), rel=1e-12)
     assert result.excluded == ()
-    assert result.total == row(frame, "all") and result.per_module["body"] == row(frame, "body")
+    assert result.total == row(frame, "all") and result.per_module["body.0"] == row(frame, "body.0")
     assert result.settings == {"modules": None, "exclude_head": "auto", "include_buffers": False}
+    # Stages of the map: stem (conv1), body (its two layers), head (fc).
+    assert list(result.per_stage) == ["stem", "body", "head"]
+    assert result.per_stage["body"] == pytest.approx(brute_force_l2(a, b, "body."), rel=1e-12)
 
 
 def test_state_dicts_give_the_same_values_and_self_distance_is_zero():
     a, b = Net(seed=0), Net(seed=1)
     from_modules = parameter_distance(a, b).to_frame()
-    from_states = parameter_distance(a.state_dict(), b.state_dict()).to_frame()
-    assert from_states["l2"].tolist() == pytest.approx(from_modules["l2"].tolist(), rel=1e-12)
-    assert parameter_distance(a, a).to_frame()["l2"].tolist() == [0.0] * 4
+    # A bare state dict's default units are its top-level names; given the map, the same.
+    from_states = parameter_distance(a.state_dict(), b.state_dict(), modules=module_map(a))
+    assert from_states.to_frame()["l2"].tolist() == pytest.approx(
+        from_modules["l2"].tolist(), rel=1e-12
+    )
+    bare = parameter_distance(a.state_dict(), b.state_dict()).to_frame()
+    assert bare["module"].tolist() == ["all", "conv1", "body", "fc"]
+    assert parameter_distance(a, a).to_frame()["l2"].tolist() == [0.0] * 5
 
 
 def test_head_of_another_shape_is_excluded_and_reported():

@@ -227,10 +227,10 @@ def test_capture_features_concatenates_batches_and_defaults_to_the_paper_layers(
         torch.testing.assert_close(features[layer], whole[layer])
 
 
-def test_default_layers():
+def test_default_layers_are_the_module_maps_stage_outputs_and_the_classifier_input():
     resnet_like = TinyNet()
     resnet_like.layer3 = nn.Sequential(nn.ReLU())
     resnet_like.layer4 = nn.Sequential(nn.ReLU())
-    assert default_layers(resnet_like) == ["conv1", "layer1", "layer2", "layer3", "layer4"]
-    with pytest.raises(UserInputError, match="pass layers"):
-        default_layers(TinyNet())
+    expected = ["conv1", "layer1", "layer2", "layer3", "layer4", "fc:in"]
+    assert default_layers(resnet_like) == expected
+    assert default_layers(TinyNet()) == ["conv1", "layer1", "layer2", "fc:in"]

@@ -245,7 +245,7 @@ def test_list_models_names_every_family():
     names = list_models()
     for expected in ["fixup_resnet50", *FIXUP_SMALL, *TORCHVISION, "timm:<name>"]:
         assert expected in names
-    assert list_families() == ["timm"]
+    assert list_families() == ["hf", "timm"]
 
 
 def test_missing_timm_is_a_user_error(monkeypatch):
@@ -366,12 +366,18 @@ def test_partition_of_fixup50(fixup50):
     _assert_partition(fixup50)
 
 
-def test_non_resnet_models_are_rejected():
-    model = nn.Sequential(nn.Flatten(), nn.Linear(4, 2))
-    with pytest.raises(UserInputError, match="ResNet"):
-        stage_names(model)
-    with pytest.raises(UserInputError, match="ResNet"):
-        criticality_modules(model)
+def test_non_resnet_models_answer_from_their_module_map():
+    # Not a ResNet: the units and stage outputs of the module map (the generic rule).
+    blocks = nn.Sequential(nn.Conv2d(4, 4, 3), nn.Conv2d(4, 4, 3))
+    model = nn.Sequential(nn.Conv2d(3, 4, 3), blocks, nn.Flatten(), nn.Linear(4, 2))
+    assert criticality_modules(model) == ["0", "1.0", "1.1", "3"]
+    assert stage_names(model) == ["0", "1"]
+    assert head_prefix(model) == "3"
+    headless = nn.Sequential(nn.Conv2d(3, 4, 3), nn.ReLU())
+    with pytest.raises(UserInputError, match="cannot find the classifier head of Sequential"):
+        criticality_modules(headless)
+    with pytest.raises(UserInputError, match="cannot find the classifier head of Sequential"):
+        stage_names(headless)
 
 
 # --- weights files and P-T ---------------------------------------------------------------

@@ -50,7 +50,7 @@ from transferlens.report.tables import target_order
 from transferlens.results import image_path, main_runs
 
 SECTIONS = ("findings", "training", "reuse", "mistakes", "cka", "distance", "interpolation",
-            "criticality", "pretrain", "provenance")  # fmt: skip
+            "criticality", "pretrain", "module_map", "provenance")  # fmt: skip
 ANALYSIS_TABLES = ("reuse", "mistakes", "mistakes_examples", "cka", "cka_matrix", "distance",
                    "interpolation", "barriers", "criticality", "criticality_path",
                    "pretrain_checkpoints")  # fmt: skip
@@ -132,7 +132,7 @@ def test_every_image_is_a_nonblank_png(full_report: tuple[Path, Page]) -> None:
     tiles = [src for src in page.images if src.startswith("gallery_")]
     for name in ("learning_curves", "block_shuffling", "kappa", "cka_layers", "cka_matrix",
                  "distance_modules", "interpolation", "rewind_heatmap", "criticality",
-                 "conv1_paths", "pretrain_checkpoints"):  # fmt: skip
+                 "criticality_path", "pretrain_checkpoints"):  # fmt: skip
         assert f"{name}.png" in figures
     assert len(tiles) == len(TARGETS) * 3 * 4  # 3 cells x 4 examples per target
     for src in page.images:
@@ -393,9 +393,13 @@ def test_runner_groups_column_decides_headline_runs(tmp_path: Path) -> None:
 
 
 def test_lower_modules() -> None:
+    """The units of depth below 1/3 (unit i of n at i/(n-1)), head included in the count."""
+    resnet10 = ["conv1", "layer1.0", "layer2.0", "layer3.0", "layer4.0", "fc"]
+    assert lower_modules(resnet10) == ["conv1", "layer1.0"]  # the demo's, as before the map
     names = ["conv1", "layer1.0", "layer1.1", "layer10.0", "layer2.0", "fc"]
-    assert lower_modules(names) == ["conv1", "layer1.0", "layer1.1"]
-    assert lower_modules(["stem", "a", "b", "c", "d", "e", "head"]) == ["stem", "a"]
+    assert lower_modules(names) == ["conv1", "layer1.0"]  # depths 0, 0.2 (layer1.1: 0.4)
+    assert lower_modules(["stem", "a", "b", "c", "d", "e", "head"]) == ["stem", "a"]  # 0, 1/6
+    assert lower_modules(["only"]) == ["only"]
 
 
 # --- studies with analyses missing, bad input, the hook -------------------------------------

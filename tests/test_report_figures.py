@@ -12,11 +12,8 @@ from matplotlib.figure import Figure
 
 from fixtures_report import MODULES, NETWORK, TARGETS, TASKS, make_study
 from transferlens.report import blocks, build_report, load_results
-from transferlens.report.figures_analysis import (
-    plot_cka_layers,
-    plot_conv1_paths,
-    plot_rewind_heatmap,
-)
+from transferlens.report.figures_analysis import plot_cka_layers
+from transferlens.report.figures_criticality import plot_rewind_heatmap, plot_unit_paths
 
 
 def test_rewind_heatmap_has_no_row_without_a_rewound_metric(tmp_path: Path) -> None:
@@ -44,7 +41,7 @@ def conv1_paths(levels: tuple[float, ...]) -> pd.DataFrame:
 def test_conv1_noise_axis_is_ticked_at_exactly_the_noise_levels(
     levels: tuple[float, ...],
 ) -> None:
-    figure = plot_conv1_paths(conv1_paths(levels), ["near"], {"near": "multiclass"})
+    figure = plot_unit_paths(conv1_paths(levels), ["near"], {"near": "multiclass"}, "conv1")
     panels = [axes for axes in figure.axes if axes.get_ylabel() == "noise sigma"]
     assert len(panels) == 4
     for axes in panels:

@@ -38,21 +38,26 @@ class Entry:
 
 
 def _model_builders() -> dict[str, Callable[..., Any]]:
-    """Every model name (families as ``prefix:<name>``) -> its builder."""
+    """Every model name (families by their pattern, ``hf:<model-id-or-folder>``) -> its
+    builder."""
     from transferlens.models import list_models, registry
 
     list_models()  # loads the built-in models
     # The registry keeps its builders private; this read-only view is all we need.
     builders = dict(sorted(registry._BUILDERS.items()))
     for prefix, builder in sorted(registry._FAMILIES.items()):
-        builders[f"{prefix}{registry.FAMILY_SEPARATOR}<name>"] = builder
+        builders[registry.family_pattern(prefix)] = builder
     return builders
 
 
 def models(builtin_only: bool = False) -> list[Entry]:
-    """Registered models, names sorted, then the families (``timm:<name>``)."""
+    """Registered models, names sorted, then the families (``timm:<name>``), then a
+    user's own callable by import path (``module.path:Callable``)."""
+    from transferlens.models import user_models
+
     entries = [Entry(name, summary(b), b) for name, b in _model_builders().items()]
-    return [entry for entry in entries if entry.builtin or not builtin_only]
+    own = Entry(user_models.PATTERN, user_models.DESCRIPTION, user_models.build_user_model)
+    return [entry for entry in [*entries, own] if entry.builtin or not builtin_only]
 
 
 def _dataset_builders() -> dict[str, Callable[..., Any]]:

@@ -22,6 +22,17 @@ in it:
 ``targets.csv``
     target, task (``multiclass`` -> accuracy, ``multilabel`` -> mean ROC-AUC), in the
     study's order of targets.
+``module_map.csv``
+    unit, stage, depth, lower, members: the study architecture's module map
+    (:mod:`transferlens.models.module_map`), one row per unit from input to output;
+    ``lower`` marks the paper's "lower modules" (depth below :data:`LOWER_DEPTH`).
+``cka_layers.csv``
+    layer, stage, depth, shape, reduction, features: what each compared CKA layer is
+    (its unit's stage and depth, its per-example output shape, how that output became
+    features, e.g. ``tokens=all``, and how many).
+``distance_stages.csv``
+    target, pair, stage, l2: the distance of each stage, ``sqrt`` of the sum of its
+    units' squared l2 in ``distance.csv``.
 ``study.json``
     the study as planned (what ``<study>/study.json`` holds).
 ``images/<target>/<index>.png``
@@ -68,7 +79,9 @@ TABLE_COLUMNS: dict[str, tuple[str, ...]] = {
     ),
     "cka": ("target", "pair", "layer", "cka", "cka_low", "cka_high"),
     "cka_matrix": ("target", "pair", "layer_a", "layer_b", "cka"),
+    "cka_layers": ("layer", "stage", "depth", "shape", "reduction", "features"),
     "distance": ("target", "pair", "module", "l2"),
+    "distance_stages": ("target", "pair", "stage", "l2"),
     "interpolation": ("target", "pair", "lam", "loss", "metric"),
     "barriers": ("target", "pair", "loss_barrier", "metric_barrier"),
     "criticality": ("target", "init", "module", "rewind_metric", "criticality", "alpha", "sigma"),
@@ -79,7 +92,22 @@ TABLE_COLUMNS: dict[str, tuple[str, ...]] = {
     ),
     "provenance": ("run_id", "epochs_logged", "train_seconds", "spec_sha256", "complete"),
     "targets": ("target", "task"),
+    "module_map": ("unit", "stage", "depth", "lower", "members"),
 }  # fmt: skip
+# The paper's "lower modules": the units of depth below this, depth of unit i of n
+# being i / (n - 1) (see :func:`unit_depths`).
+LOWER_DEPTH = 1 / 3
+
+
+def unit_depths(count: int) -> list[float]:
+    """``i / (count - 1)`` for each of ``count`` units from input to output (one unit: 0)."""
+    return [i / (count - 1) if count > 1 else 0.0 for i in range(count)]
+
+
+def lower_units(units: Sequence[str]) -> list[str]:
+    """The units of depth below :data:`LOWER_DEPTH`, for a list of units in model order
+    (what ``module_map.csv``'s ``lower`` column says, for tables written without it)."""
+    return [unit for unit, depth in zip(units, unit_depths(len(units))) if depth < LOWER_DEPTH]
 
 
 def table_path(results_dir: str | Path, name: str) -> Path:

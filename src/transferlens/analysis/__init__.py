@@ -12,6 +12,12 @@ used; ``result.to_frame()`` is its tidy table (DESIGN.md's columns minus ``targe
    (``criticality``); its path figure :func:`path_grid` (``criticality_path``)
 7. choice of pre-training checkpoint: :func:`pretrain_checkpoints` (``pretraining``)
 
+The weight-space analyses (4 and 6) report one row per **unit** of the model's module
+map (:func:`transferlens.models.module_map.module_map`: ``conv1``, each block, the
+head for a ResNet; a ViT's stem, each block, its head); their ``modules`` argument
+also takes a list of names or ``{unit: [prefixes]}``. Distance reports each stage too
+(:attr:`DistanceResult.per_stage`).
+
 Modules are named after the analysis they hold; none is named like a function it
 exports (``analysis.cka`` is the function, never a module).
 """

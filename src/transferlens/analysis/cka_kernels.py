@@ -162,6 +162,11 @@ class ShiftedGram:
     rows go through one scratch buffer reused for every call, so that as a forward
     hook's reduction (``stream_features(reduce=ShiftedGram())``) each layer's output
     becomes its Gram as it is produced and no batch of features is held.
+
+    Features that are the same for every example of the batch (a ViT's class token
+    before the first block) give exactly the zero matrix: their mean, summed in
+    floating point, differs from them by a rounding error, whose Gram would otherwise
+    make a constant look like a signal (CKA 1 with itself, where it is undefined).
     """
 
     def __init__(self) -> None:
@@ -172,7 +177,20 @@ class ShiftedGram:
         dtype = torch.float64 if rows.dtype == torch.float64 else torch.float32
         shifted = self._scratch.get(rows.shape, dtype, rows.device)
         torch.sub(rows, rows.mean(dim=0, keepdim=True, dtype=dtype), out=shifted)
+        _zero_if_constant(rows, shifted)
         return gram(shifted)
+
+
+def _zero_if_constant(rows: Tensor, shifted: Tensor) -> None:
+    """Zero ``shifted`` when every row of ``rows`` is the same (see :class:`ShiftedGram`)."""
+    if rows.shape[0] < 2:
+        return  # one row minus its own mean is exactly zero
+    if rows.device.type == "cpu":
+        # Real features differ in the first two rows already: the whole check is rare.
+        if torch.equal(rows[1], rows[0]) and torch.equal(rows, rows[:1].expand_as(rows)):
+            shifted.zero_()
+    else:  # decided on the device: no wait for the host in the middle of a forward
+        shifted.masked_fill_((rows == rows[:1]).all(), 0.0)
 
 
 class GramStack:

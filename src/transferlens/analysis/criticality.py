@@ -73,11 +73,13 @@ from transferlens.analysis.perturb import (
 )
 from transferlens.analysis.statedict import (
     StateLike,
+    UnitsLike,
     as_state_dict,
     check_modules,
     check_same_layout,
     default_modules,
-    under,
+    under_any,
+    unit_of,
 )
 from transferlens.errors import UserInputError
 from transferlens.metrics import Task, task_loss
@@ -151,21 +153,36 @@ class CriticalityResult:
         )
 
 
-def rewind_module(model_final: nn.Module, model_init: StateLike, module: str) -> nn.Module:
+def rewind_module(
+    model_final: nn.Module,
+    model_init: StateLike,
+    module: str | Sequence[str],
+    *,
+    modules: UnitsLike | None = None,
+) -> nn.Module:
     """A copy of ``model_final`` whose ``module`` (parameters and buffers) is ``model_init``'s.
 
-    The inputs are not modified.
+    ``module`` is a unit of ``modules`` (a list of names, ``{unit: [prefixes]}`` or a
+    ``ModuleMap``; default: the model's module map, so a ViT's ``stem`` is its
+    ``cls_token``, ``pos_embed`` and ``patch_embed``) or, when it names none, any module
+    of the network; a list of such names rewinds them all at once (every unit of a
+    stage). The inputs are not modified.
     """
     state_final = model_final.state_dict()
     state_init = as_state_dict(model_init, "initial model")
-    check_modules(state_final, [module])
+    if modules is None:
+        modules = default_modules(model_final)
+    names = [module] if isinstance(module, str) else list(module)
+    units = dict(unit_of(name, modules) for name in names)
+    check_modules(state_final, units)
+    members = tuple(member for prefixes in units.values() for member in prefixes)
     check_same_layout(
-        {k: v for k, v in state_final.items() if under(k, module)},
-        {k: v for k, v in state_init.items() if under(k, module)},
+        {k: v for k, v in state_final.items() if under_any(k, members)},
+        {k: v for k, v in state_init.items() if under_any(k, members)},
     )
     rewound = copy.deepcopy(model_final)
     merged = dict(state_final)
-    merged.update({key: state_init[key] for key in state_final if under(key, module)})
+    merged.update({key: state_init[key] for key in state_final if under_any(key, members)})
     rewound.load_state_dict(merged)
     return rewound
 
@@ -278,7 +295,7 @@ def module_criticality(
     loader: Iterable,
     task: Task,
     *,
-    modules: Sequence[str] | None = None,
+    modules: UnitsLike | None = None,
     alphas: Sequence[float] = DEFAULT_ALPHAS,
     sigmas: Sequence[float] = DEFAULT_SIGMAS,
     n_noise: int = 10,
@@ -294,8 +311,11 @@ def module_criticality(
     ``loader`` holds the data of the loss L (the paper: training data);
     ``metric_loader`` (default: ``loader``) the data of ``rewind_metric``, the metric
     with the module alone set to its initial value, no noise (the paper's figure).
-    One :class:`ModuleCriticality` per module (default: ``conv1``, each residual
-    block, the head for ResNets); the network's criticality is their sum. The grid
+    One :class:`ModuleCriticality` per unit of ``modules`` (a list of module names,
+    ``{unit: [prefixes]}`` or a ``ModuleMap``; default: the units of the model's module
+    map -- ``conv1``, each residual block, the head for ResNets; a ViT's stem, each
+    block, its head); a unit's members are rewound and perturbed together, its noise
+    seeded by the unit's name. The network's criticality is their sum. The grid
     defaults to :func:`criticality_grid` ``()``. ``progress``, when given, is called with
     ``module 3/6 layer2`` as each module's search begins (it changes nothing computed).
     """
@@ -315,9 +335,7 @@ def module_criticality(
     state_final = {k: v.detach().clone() for k, v in working.state_dict().items()}
     state_init = {k: v.detach().to(device) for k, v in as_state_dict(model_init).items()}
     check_same_layout(state_final, state_init)
-    modules = check_modules(
-        state_final, default_modules(model_final) if modules is None else modules
-    )
+    units = check_modules(state_final, default_modules(model_final) if modules is None else modules)
 
     batches = prepare_batches(loader, device)
     metric_batches = batches if metric_loader is None else prepare_batches(metric_loader, device)
@@ -326,13 +344,13 @@ def module_criticality(
     final_metric = evaluate_batches(working, metric_batches, task).metric
     n_passes, n_batches = 1, len(batches)
 
-    settings = {"modules": list(modules), "alphas": alphas, "sigmas": sigmas, "n_noise": n_noise,
+    settings = {"modules": list(units), "alphas": alphas, "sigmas": sigmas, "n_noise": n_noise,
                 "tolerance": tolerance, "seed": seed, "search": search}  # fmt: skip
     results = []
-    for number, module in enumerate(modules, 1):
+    for number, (module, members) in enumerate(units.items(), 1):
         if progress is not None:
-            progress(f"module {number}/{len(modules)} {module}")
-        slot = ModuleSlot(working, module)
+            progress(f"module {number}/{len(units)} {module}")
+        slot = ModuleSlot(working, module, members)
         init, final = slot.values_from(state_init), slot.values_from(state_final)
         squared = squared_distance(final, init, slot.parameter_names)
         slot.set(init)
@@ -347,7 +365,7 @@ def module_criticality(
         else:
             found = (best.objective, best.alpha, best.sigma)
         results.append(ModuleCriticality(module, rewind_metric, *found, loss_at_minimum=loss))
-    full_passes = 1 + len(modules) * len(alphas) * len(sigmas) * n_noise
+    full_passes = 1 + len(units) * len(alphas) * len(sigmas) * n_noise
     return CriticalityResult(
         modules=tuple(results),
         network_criticality=float(sum(result.criticality for result in results)),

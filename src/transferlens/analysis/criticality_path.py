@@ -1,7 +1,8 @@
-"""The conv1 path figure of module criticality: loss and metric along paths from the init.
+"""The path figure of module criticality (paper Fig. 6): loss and metric along paths from the init.
 
-For one module (``conv1`` in the paper's figure), every other module final: the
-module's parameters move along a path from their initial value to their final one
+For one unit (``conv1`` in the paper's figure; by default the first unit of the model's
+module map, which is ``conv1`` for a ResNet), every other unit final: the
+unit's parameters move along a path from their initial value to their final one
 -- the straight line (``direct``) or the polyline through the training checkpoints
 (``checkpoints``) -- at points equally spaced by l2 length, with noise
 ``N(0, sigma^2 I)`` on its parameters at each point (see
@@ -29,7 +30,14 @@ from transferlens.analysis.perturb import (
     noise_seed,
     squared_distance,
 )
-from transferlens.analysis.statedict import StateLike, as_state_dict, check_modules
+from transferlens.analysis.statedict import (
+    StateLike,
+    UnitsLike,
+    as_state_dict,
+    check_modules,
+    default_modules,
+    unit_of,
+)
 from transferlens.errors import UserInputError
 from transferlens.metrics import Task
 
@@ -83,7 +91,8 @@ def path_grid(
     loader: Iterable,
     task: Task,
     *,
-    module: str = "conv1",
+    module: str | None = None,
+    modules: UnitsLike | None = None,
     n_points: int = 11,
     sigmas: Sequence[float] = (0.0, 0.01, 0.02, 0.05, 0.1),
     n_noise: int = 1,
@@ -91,7 +100,11 @@ def path_grid(
     device: str | torch.device | None = None,
     progress: Callable[[str], None] | None = None,
 ) -> PathGridResult:
-    """Loss and metric over (distance along a path from the init, noise sigma) for one module.
+    """Loss and metric over (distance along a path from the init, noise sigma) for one unit.
+
+    ``module``: a unit of ``modules`` (a list of names, ``{unit: [prefixes]}`` or a
+    ``ModuleMap``; default: the model's module map) or, when it names none, any module
+    of the network; None (the default) = the first unit (``conv1`` for a ResNet).
 
     ``checkpoints`` is the initial network (only the ``direct`` path is drawn) or the
     sequence of training checkpoints from the init on (both paths): ``direct`` is
@@ -116,8 +129,16 @@ def path_grid(
 
     device = analysis_device(device, model_final)
     working = copy.deepcopy(model_final).to(device).eval()
-    check_modules(working.state_dict(), [module])
-    slot = ModuleSlot(working, module)
+    if modules is None:
+        modules = default_modules(model_final)
+    if module is None:
+        units = check_modules(working.state_dict(), modules)
+        if not units:
+            raise UserInputError("path_grid needs a module: modules is empty")
+        module = next(iter(units))
+    module, members = unit_of(module, modules)
+    check_modules(working.state_dict(), {module: members})
+    slot = ModuleSlot(working, module, members)
     final = slot.values_from(working.state_dict())
     states = [slot.values_from(as_state_dict(c, "checkpoint")) for c in sequence]
     if any(not torch.equal(states[-1][name], final[name]) for name in final):

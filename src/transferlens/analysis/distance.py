@@ -2,19 +2,21 @@
 
 For two networks of the same architecture with parameters a and b::
 
-    l2(all)    = || vec(a) - vec(b) ||_2          over every compared parameter
-    l2(module) = || vec(a_m) - vec(b_m) ||_2      over the parameters under ``module``
+    l2(all)   = || vec(a) - vec(b) ||_2            over every compared parameter
+    l2(unit)  = || vec(a_u) - vec(b_u) ||_2        over the parameters under the unit's members
+    l2(stage) = sqrt( sum over its units of l2(unit)^2 )
 
-accumulated in float64. The paper's Table 2 compares P-T with P, whose heads differ
+accumulated in float64. Units are those of the model's module map
+(:mod:`transferlens.models.module_map`) unless given; stages are reported when the
+units come from a map. The paper's Table 2 compares P-T with P, whose heads differ
 in shape (the target's classes vs the source's): such a head cannot be compared, so
-it is left out of ``all`` and its row reports NaN; the names left out are listed in
-:attr:`DistanceResult.excluded`.
+it is left out of ``all`` and its unit reports NaN (so does its stage); the names
+left out are listed in :attr:`DistanceResult.excluded`.
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -24,13 +26,18 @@ from torch import nn
 
 from transferlens.analysis.statedict import (
     StateLike,
+    UnitsLike,
     as_state_dict,
+    as_units,
     check_modules,
     check_same_layout,
+    default_map,
     default_modules,
     is_floating,
+    is_module_map,
     keys_under,
     parameter_names,
+    stages_of,
     under,
 )
 from transferlens.errors import UserInputError
@@ -40,7 +47,8 @@ ALL = "all"
 
 @dataclass(frozen=True)
 class DistanceResult:
-    """l2 distances: ``total`` over every compared parameter, and ``per_module`` (NaN if excluded).
+    """l2 distances: ``total`` over every compared parameter, ``per_module`` one per unit
+    (NaN if excluded) and ``per_stage`` (None unless the units came from a module map).
 
     ``excluded``: the modules left out (a head of another shape); ``settings``:
     ``modules``, ``exclude_head`` and ``include_buffers`` as asked.
@@ -50,11 +58,29 @@ class DistanceResult:
     per_module: dict[str, float]
     excluded: tuple[str, ...]
     settings: dict[str, Any]
+    per_stage: dict[str, float] | None = None
 
     def to_frame(self) -> pd.DataFrame:
-        """Columns ``module, l2``: the row ``all`` (``total``), then one row per module."""
+        """Columns ``module, l2``: the row ``all`` (``total``), then one row per unit."""
         rows = [(ALL, self.total), *self.per_module.items()]
         return pd.DataFrame(rows, columns=["module", "l2"])
+
+    def stages_frame(self) -> pd.DataFrame:
+        """Columns ``stage, l2``, one row per stage (none when no map was known)."""
+        return pd.DataFrame(list((self.per_stage or {}).items()), columns=["stage", "l2"])
+
+
+def stage_distances(
+    per_unit: dict[str, float], stages: dict[str, tuple[str, ...]]
+) -> dict[str, float]:
+    """``l2(stage) = sqrt(sum over its units of l2(unit)^2)``: NaN when any unit is NaN
+    (left out), as the stage's distance would then be partial."""
+    return {
+        stage: math.sqrt(sum(per_unit[unit] ** 2 for unit in units))
+        if not any(math.isnan(per_unit[unit]) for unit in units)
+        else float("nan")
+        for stage, units in stages.items()
+    }
 
 
 def _differing_keys(a: dict[str, torch.Tensor], b: dict[str, torch.Tensor]) -> list[str]:
@@ -107,19 +133,22 @@ def parameter_distance(
     a: StateLike,
     b: StateLike,
     *,
-    modules: Sequence[str] | None = None,
+    modules: UnitsLike | None = None,
     exclude_head: bool | str = "auto",
     include_buffers: bool = False,
 ) -> DistanceResult:
     """l2 distance between ``a`` and ``b`` (modules or state dicts of one architecture).
 
     ``total``: over the whole compared parameter vector (the row ``all`` of
-    :meth:`DistanceResult.to_frame`); ``per_module``: one entry per module -- by default
-    :func:`~transferlens.analysis.statedict.default_modules` (``conv1``, each residual
-    block, the head for ResNets). ``exclude_head``: ``"auto"`` leaves the head out
+    :meth:`DistanceResult.to_frame`); ``per_module``: one entry per unit of ``modules``
+    (a list of module names, ``{unit: [prefixes]}`` or a ``ModuleMap``) -- by default
+    :func:`~transferlens.analysis.statedict.default_modules`, the units of the model's
+    module map (``conv1``, each residual block, the head for ResNets); ``per_stage``,
+    when the units are a map's (given, or the default of an ``nn.Module``).
+    ``exclude_head``: ``"auto"`` leaves the head out
     when the two heads differ in shape (P vs P-T), ``True`` always, ``False`` never,
-    or a module name to leave out. Left-out modules are listed in ``excluded`` and
-    their distance is NaN. Only parameters are
+    or a module name to leave out. Left-out modules are listed in ``excluded``; a unit
+    that holds one (or lies inside one) has distance NaN. Only parameters are
     compared unless ``include_buffers`` (floating buffers such as BatchNorm statistics;
     integer buffers never). A bare state dict does not tell parameters from buffers,
     so when neither input is an ``nn.Module`` every floating entry counts.
@@ -144,21 +173,37 @@ def parameter_distance(
     }
 
     settings = {
-        "modules": None if modules is None else list(modules),
+        "modules": None if modules is None else _as_setting(modules),
         "exclude_head": exclude_head,
         "include_buffers": include_buffers,
     }
     if modules is None:
-        modules = default_modules(a if isinstance(a, nn.Module) else b)
-    modules = check_modules(state_a, modules)
-    twice = sorted({module for module in modules if modules.count(module) > 1})
-    if twice:
-        raise UserInputError(f"modules are listed twice: {', '.join(twice)}")
+        model = a if isinstance(a, nn.Module) else b
+        modules = default_map(model) or default_modules(model)
+    units = check_modules(state_a, modules)
     per_module = {}
-    for module in modules:
-        if any(under(module, prefix) for prefix in excluded):
-            per_module[module] = float("nan")
+    for unit, members in units.items():
+        if _overlaps(members, excluded):
+            per_module[unit] = float("nan")
         else:
-            per_module[module] = math.sqrt(sum(squared[key] for key in keys_under(squared, module)))
+            per_module[unit] = math.sqrt(sum(squared[key] for key in keys_under(squared, members)))
     total = math.sqrt(sum(squared.values()))
-    return DistanceResult(total, per_module, tuple(excluded), settings)
+    stages = stages_of(modules)
+    per_stage = None if stages is None else stage_distances(per_module, stages)
+    return DistanceResult(total, per_module, tuple(excluded), settings, per_stage)
+
+
+def _overlaps(members: tuple[str, ...], excluded: list[str]) -> bool:
+    """Does a unit hold a left-out module (ConvNeXt's ``head`` holds ``head.fc``) or lie
+    inside one? Its distance would be partial: NaN says it is not comparable."""
+    return any(
+        under(prefix, member) or under(member, prefix) for prefix in excluded for member in members
+    )
+
+
+def _as_setting(modules: UnitsLike) -> Any:
+    """``modules`` as the settings record it: a list of names, or ``{unit: [members]}``."""
+    units = as_units(modules)
+    if is_module_map(modules) or any(members != (unit,) for unit, members in units.items()):
+        return {unit: list(members) for unit, members in units.items()}
+    return list(units)

@@ -1,104 +1,89 @@
-"""Capture the outputs of named layers with forward hooks, for one model or several at once.
+"""Capture the outputs (or inputs) of named layers with forward hooks, for one model or several.
 
-* :class:`FeatureExtractor`: a context manager that hooks ``layers`` of a model (names
-  from ``model.named_modules()``) and removes its hooks on exit, error or not.
+* :class:`FeatureExtractor`: a context manager that hooks ``layers`` of a model and
+  removes its hooks on exit, error or not. Layer names follow
+  :mod:`~transferlens.analysis.layer_specs`: ``name`` (a module's output),
+  ``name:in`` (its first positional input), ``name:out.<key>`` (a part of a dict,
+  ``ModelOutput`` or tuple output).
 * :func:`stream_features`: one pass over a loader for several models; each distinct
   model runs one forward per batch (M models cost M forwards, whatever is compared),
   in eval mode under ``torch.inference_mode``; their train/eval flags are restored.
 * :func:`capture_features`: every batch concatenated, for small data.
 
-Features are detached and reduced per example: flattened to ``[n, d]`` (default),
-global-average-pooled over the spatial dims to ``[n, C]`` (``pool="avg"``), or kept
-as they are (``flatten=False``).
+Features are detached and reduced per example inside the hook: token tensors
+``[N, T, D]`` first by ``tokens`` (``all``: kept whole, the default; ``cls``: token 0;
+``mean``: the mean over tokens), then flattened to ``[n, d]`` (default),
+global-average-pooled over the trailing dims to ``[n, C]`` (``pool="avg"``), kept as
+they are (``flatten=False``), or passed to ``reduce``.
 """
 
 from __future__ import annotations
 
 import contextlib
-import difflib
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from typing import Any
 
 import torch
 from torch import nn
 
+from transferlens.analysis.layer_specs import (
+    INPUT,
+    LayerSpec,
+    Tokens,
+    check_layers,
+    check_tokens,
+    first_input,
+    parse_layer,
+    reduce_tokens,
+    select_output,
+)
 from transferlens.devices import resolve_device
 from transferlens.errors import UserInputError
 from transferlens.evaluation import evaluation_mode, model_device
 
 POOLS = (None, "avg")
-_NAMES_SHOWN = 25
-
-
-def _describe_names(names: Sequence[str]) -> str:
-    shown = ", ".join(names[:_NAMES_SHOWN])
-    return shown + (
-        f", ... ({len(names) - _NAMES_SHOWN} more)" if len(names) > _NAMES_SHOWN else ""
-    )
-
-
-def check_layers(model: nn.Module, layers: Sequence[str]) -> list[str]:
-    """The layer names as a list, after checking they are unique modules of ``model``."""
-    if isinstance(layers, str) or not isinstance(layers, Sequence) or not layers:
-        raise UserInputError(f"layers must be a non-empty list of module names (got {layers!r})")
-    valid = [name for name, _ in model.named_modules() if name]
-    known = set(valid)
-    for layer in layers:
-        if layer not in known:
-            close = difflib.get_close_matches(str(layer), valid, n=1)
-            hint = f"did you mean {close[0]!r}? " if close else ""
-            raise UserInputError(
-                f"unknown layer {layer!r} in {type(model).__name__}; {hint}"
-                f"valid layers: {_describe_names(valid)}"
-            )
-    duplicates = sorted({layer for layer in layers if list(layers).count(layer) > 1})
-    if duplicates:
-        raise UserInputError(f"layers are listed twice: {', '.join(duplicates)}")
-    return list(layers)
 
 
 def default_layers(model: nn.Module) -> list[str]:
-    """The paper's CKA layers: ``conv1`` and the four stages (``models.stage_names``)."""
-    try:
-        from transferlens.models import stage_names
-    except ImportError:  # the models package is optional for the analyses
-        stage_names = None
-    if stage_names is not None:
-        with contextlib.suppress(UserInputError):
-            return stage_names(model)
-    names = ["conv1", "layer1", "layer2", "layer3", "layer4"]
-    present = {name for name, _ in model.named_modules()}
-    if all(name in present for name in names):
-        return names
-    raise UserInputError(
-        f"no default layers for {type(model).__name__}; pass layers=[...] "
-        f"(module names: {_describe_names([n for n, _ in model.named_modules() if n])})"
-    )
+    """The layers CKA compares by default: each stage's output and the classifier's
+    input (:attr:`~transferlens.models.module_map.ModuleMap.cka_layers`; a ResNet's
+    ``conv1``, ``layer1``..``layer4``, ``fc:in``)."""
+    from transferlens.models.module_map import module_map
+
+    return module_map(model).cka_layers
 
 
 Reduction = Callable[[torch.Tensor], torch.Tensor]
 
 
 def reduce_features(
-    output: Any, flatten: bool = True, pool: str | None = None, reduce: Reduction | None = None
+    output: Any,
+    flatten: bool = True,
+    pool: str | None = None,
+    reduce: Reduction | None = None,
+    tokens: Tokens = "all",
 ) -> torch.Tensor:
     """Detach a layer's output and reduce it per example (see the module docstring).
 
-    A module returning a tuple or list contributes its first element. ``reduce``, when
-    given, replaces ``flatten`` and ``pool``: ``reduce(output)`` is what is kept.
+    A tuple or list contributes its element 0 (the hooks pick the tensor first:
+    :func:`~transferlens.analysis.layer_specs.select_output`). ``reduce``, when given, replaces
+    ``flatten`` and ``pool``: ``reduce(output)`` is what is kept, after ``tokens``.
     """
     if isinstance(output, tuple | list):
         output = output[0]
     if not isinstance(output, torch.Tensor):
         raise TypeError(f"a hooked layer returned {type(output).__name__}, not a tensor")
-    output = output.detach()
+    output = reduce_tokens(output.detach(), tokens)
     if reduce is not None:
         return reduce(output)
     if pool == "avg" and output.ndim > 2:
         return output.mean(dim=tuple(range(2, output.ndim)))
-    if flatten:
-        return output.reshape(output.shape[0], -1)
-    return output
+    kept = output.reshape(output.shape[0], -1) if flatten else output
+    # A view would change with the model's later in-place operations (an input read
+    # before ReLU(inplace=True), a block's output before ``out += identity``): copy it.
+    if kept.untyped_storage().data_ptr() == output.untyped_storage().data_ptr():
+        kept = kept.clone()
+    return kept
 
 
 class FeatureExtractor:
@@ -106,7 +91,8 @@ class FeatureExtractor:
 
     Use it as a context manager: hooks exist only inside the ``with`` block and are
     removed on exit even when the block raises. A module called several times in one
-    forward keeps the output of its last call.
+    forward keeps the output (or input) of its last call. ``shapes`` holds, after a
+    call, each layer's per-example shape as the hook saw it (before any reduction).
     """
 
     def __init__(
@@ -117,30 +103,47 @@ class FeatureExtractor:
         flatten: bool = True,
         pool: str | None = None,
         reduce: Reduction | None = None,
+        tokens: Tokens = "all",
     ) -> None:
         if pool not in POOLS:
             raise UserInputError(f"pool must be one of {POOLS} (got {pool!r})")
         self.model = model
         self.layers = check_layers(model, layers)
+        self.specs = [parse_layer(layer) for layer in self.layers]
         self.flatten = flatten
         self.pool = pool
         self.reduce = reduce
+        self.tokens = check_tokens(tokens)
         self.features: dict[str, torch.Tensor] = {}
+        self.shapes: dict[str, tuple[int, ...]] = {}
         self._handles: list[torch.utils.hooks.RemovableHandle] = []
 
-    def _hook(self, layer: str):
-        def store(module: nn.Module, inputs: Any, output: Any) -> None:
-            self.features[layer] = reduce_features(output, self.flatten, self.pool, self.reduce)
+    def _keep(self, spec: LayerSpec, tensor: torch.Tensor) -> None:
+        self.shapes[spec.name] = tuple(tensor.shape[1:])
+        self.features[spec.name] = reduce_features(
+            tensor, self.flatten, self.pool, self.reduce, self.tokens
+        )
 
-        return store
+    def _register(self, spec: LayerSpec) -> torch.utils.hooks.RemovableHandle:
+        module = self.model.get_submodule(spec.module)
+        if spec.side == INPUT:
+            # Before the module runs: an in-place module would change its input.
+            def read_input(module: nn.Module, args: tuple, kwargs: dict) -> None:
+                self._keep(spec, first_input(spec, args, kwargs))
+
+            return module.register_forward_pre_hook(read_input, with_kwargs=True)
+
+        def read_output(module: nn.Module, inputs: Any, output: Any) -> None:
+            self._keep(spec, select_output(spec, output))
+
+        return module.register_forward_hook(read_output)
 
     def __enter__(self) -> FeatureExtractor:
         if self._handles:
             raise RuntimeError("FeatureExtractor is already active")
         try:
-            for layer in self.layers:
-                module = self.model.get_submodule(layer)
-                self._handles.append(module.register_forward_hook(self._hook(layer)))
+            for spec in self.specs:
+                self._handles.append(self._register(spec))
         except BaseException:
             self.remove_hooks()
             raise
@@ -199,6 +202,8 @@ def stream_features(
     device: str | torch.device | None = None,
     channels_last: bool = False,
     reduce: Reduction | None = None,
+    tokens: Tokens = "all",
+    shapes: dict[str, dict[str, tuple[int, ...]]] | None = None,
 ) -> Iterator[tuple[dict[str, list[torch.Tensor]], Any]]:
     """Yield ``({model_key: [features per layer]}, y)`` for each batch of ``loader``.
 
@@ -215,7 +220,10 @@ def stream_features(
     order of a feature's values does not matter (Gram matrices) should take
     ``flatten=False`` and read them in memory order. ``reduce``: a function applied to
     each layer's output inside the forward, in place of ``flatten`` / ``pool``; what it
-    returns is yielded (the outputs themselves are then not held).
+    returns is yielded (the outputs themselves are then not held). ``tokens``: how
+    ``[N, T, D]`` outputs are read (module docstring), before ``reduce``. ``shapes``:
+    a dict to fill, as batches go, with ``{model key: {layer: per-example shape}}``
+    of what each hook saw (before any reduction; the ``cka_layers`` table's shape).
     """
     if not models:
         raise UserInputError("no models to compare")
@@ -229,7 +237,9 @@ def stream_features(
         _, wanted = distinct.setdefault(id(model), (model, []))
         wanted.extend(layer for layer in per_key[key] if layer not in wanted)
     extractors = {
-        ident: FeatureExtractor(model, wanted, flatten=flatten, pool=pool, reduce=reduce)
+        ident: FeatureExtractor(
+            model, wanted, flatten=flatten, pool=pool, reduce=reduce, tokens=tokens
+        )
         for ident, (model, wanted) in distinct.items()
     }
     devices = {ident: model_device(model) for ident, (model, _) in distinct.items()}
@@ -260,6 +270,10 @@ def stream_features(
                             # activation): this model runs as given from now on.
                             channels_last_ok.discard(ident)
                     captured[ident] = extractor(x_here)
+            if shapes is not None:
+                for key, model in models.items():
+                    seen = extractors[id(model)].shapes
+                    shapes[key] = {layer: seen[layer] for layer in per_key[key]}
             yield (
                 {
                     key: [captured[id(model)][layer] for layer in per_key[key]]
@@ -277,16 +291,17 @@ def capture_features(
     flatten: bool = True,
     pool: str | None = None,
     device: str | torch.device | None = None,
+    tokens: Tokens = "all",
 ) -> dict[str, torch.Tensor]:
     """``{layer: features of every example}`` (on the CPU), for data that fits in memory.
 
     ``layers=None``: :func:`default_layers`. Features are reduced as in the module
-    docstring, so each value is ``[N, d]`` (or ``[N, C]`` pooled).
+    docstring, so each value is ``[N, d]`` (or ``[N, C]`` pooled); ``tokens`` as there.
     """
     layers = default_layers(model) if layers is None else layers
     chunks: dict[str, list[torch.Tensor]] = {layer: [] for layer in layers}
     for features, _ in stream_features(
-        {"model": model}, loader, layers, flatten=flatten, pool=pool, device=device
+        {"model": model}, loader, layers, flatten=flatten, pool=pool, device=device, tokens=tokens
     ):
         for layer, tensor in zip(layers, features["model"]):
             chunks[layer].append(tensor.cpu())

@@ -21,13 +21,21 @@ Pairs sharing a name (``PT-PT`` over several seed combinations) are averaged int
 row of :meth:`CKAResult.to_frame`: the mean of their CKA values, and the interval of
 that mean under the same resampled batches. ``to_frame(combine=False)`` keeps one row
 per combination (with ``model_a``, ``model_b``).
+
+Layers: names of :mod:`~transferlens.analysis.layer_specs` (``layer1``, ``fc:in``,
+``encoder:out.last_hidden_state``); by default each stage's output and the
+classifier's input from the model's module map
+(:attr:`~transferlens.models.module_map.ModuleMap.cka_layers`). Token outputs
+``[N, T, D]`` are read by ``tokens`` (``all``: the T*D values flattened, the default;
+``cls``: token 0; ``mean``: the mean over tokens), recorded in ``settings``;
+:meth:`CKAResult.layers_frame` says per layer what was compared.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
 import pandas as pd
@@ -36,10 +44,20 @@ from torch import nn
 
 from transferlens.analysis.cka_estimators import MinibatchCKA, cka_from_hsic
 from transferlens.analysis.cka_kernels import ShiftedGram
-from transferlens.analysis.features import check_layers, default_layers, stream_features
+from transferlens.analysis.features import stream_features
+from transferlens.analysis.layer_specs import (
+    Tokens,
+    check_layers,
+    check_tokens,
+    layers_frame,
+    resolve_layers,
+)
 from transferlens.analysis.pairs import Pair, resolve_pairs
 from transferlens.analysis.stats import bootstrap_interval, check_n_bootstrap, index_counts
 from transferlens.errors import UserInputError
+
+if TYPE_CHECKING:
+    from transferlens.models.module_map import ModuleMap
 
 
 @dataclass(frozen=True)
@@ -50,7 +68,9 @@ class CKAResult:
     ``pair_values``/``pair_low``/``pair_high`` ``[pair names, *cells]``, where cells are
     ``[layers]`` (``kind="layers"``: the same layer in both models) or
     ``[layers_a, layers_b]`` (``kind="matrix"``). ``settings``: ``n_bootstrap``,
-    ``confidence`` and ``seed`` of the intervals.
+    ``confidence`` and ``seed`` of the intervals, and ``tokens``. ``shapes_a`` /
+    ``shapes_b``: the per-example shape of each layer's tensor (of the first model
+    using it), before any reduction.
     """
 
     kind: Literal["layers", "matrix"]
@@ -68,6 +88,8 @@ class CKAResult:
     n_batches: int
     skipped_examples: int
     settings: dict[str, Any]
+    shapes_a: tuple[tuple[int, ...], ...] = ()
+    shapes_b: tuple[tuple[int, ...], ...] = ()
 
     @property
     def matrix(self) -> np.ndarray:
@@ -75,6 +97,13 @@ class CKAResult:
         if self.kind != "matrix":
             raise ValueError("matrix is defined for cka_matrix results; use to_frame()")
         return self.pair_values[0]
+
+    def layers_frame(self, module_map: ModuleMap) -> pd.DataFrame:
+        """What was compared at each layer of ``layers_a``: ``layer, stage, depth, shape,
+        reduction, features`` (the ``cka_layers`` table; stage and depth of the layer's
+        unit in ``module_map``, reduction ``flatten``, ``tokens=<tokens>`` or ``as is``)."""
+        tokens = self.settings.get("tokens", "all")
+        return layers_frame(self.layers_a, self.shapes_a, tokens, module_map)
 
     def to_frame(self, combine: bool = True) -> pd.DataFrame:
         """Tidy table: ``pair, layer, cka, cka_low, cka_high`` (``layer_a, layer_b`` for a matrix).
@@ -110,15 +139,25 @@ def _accumulate(
     layers: Mapping[str, list[str]],
     keep_batch_terms: bool,
     device: Any,
+    tokens: str,
+    shapes: dict[str, dict[str, tuple[int, ...]]],
 ) -> MinibatchCKA:
-    """One pass: every (model, layer) becomes one row of a single MinibatchCKA."""
+    """One pass: every (model, layer) becomes one row of a single MinibatchCKA.
+    ``shapes`` is filled as in :func:`~transferlens.analysis.features.stream_features`."""
     accumulator = MinibatchCKA(
         sum(len(names) for names in layers.values()), keep_batch_terms=keep_batch_terms
     )
     # Each layer's output becomes its Gram inside the forward (no batch of features is
     # held); on the CPU image batches run channels-last, read by the Grams as they lie.
     stream = stream_features(
-        models, loader, layers, device=device, channels_last=True, reduce=ShiftedGram()
+        models,
+        loader,
+        layers,
+        device=device,
+        channels_last=True,
+        reduce=ShiftedGram(),
+        tokens=tokens,
+        shapes=shapes,
     )
     for grams, _ in stream:
         accumulator.update_grams([gram for key in models for gram in grams[key]])
@@ -193,9 +232,17 @@ def _counts(accumulator: MinibatchCKA) -> dict[str, int]:
     }
 
 
-def _settings(n_bootstrap: int, confidence: float, seed: int) -> dict[str, Any]:
+def _settings(n_bootstrap: int, confidence: float, seed: int, tokens: str) -> dict[str, Any]:
     check_n_bootstrap(n_bootstrap)
-    return {"n_bootstrap": n_bootstrap, "confidence": confidence, "seed": seed}
+    check_tokens(tokens)
+    return {"n_bootstrap": n_bootstrap, "confidence": confidence, "seed": seed, "tokens": tokens}
+
+
+def _shapes(
+    shapes: Mapping[str, Mapping[str, tuple[int, ...]]], key: str, layers: Sequence[str]
+) -> tuple[tuple[int, ...], ...]:
+    seen = shapes.get(key, {})
+    return tuple(seen.get(layer, ()) for layer in layers)
 
 
 def cka(
@@ -208,12 +255,15 @@ def cka(
     confidence: float = 0.95,
     seed: int = 0,
     device: str | torch.device | None = None,
+    tokens: Tokens = "all",
+    module_map: ModuleMap | None = None,
 ) -> CKAResult:
     """CKA between the same layers of two models (one pair, named ``"a-b"``).
 
-    ``layers`` must exist in both models; None: ``conv1`` and the stages
-    (:func:`~transferlens.analysis.features.default_layers` of ``model_a``).
-    Estimator and intervals: see the module docstring. Several models: :func:`cka_many`.
+    ``layers`` must exist in both models; None: the ``cka_layers`` of ``module_map``
+    (None: ``model_a``'s own map), each stage's output and the classifier's input.
+    ``tokens``: ``all``, ``cls`` or ``mean`` (module docstring). Estimator and
+    intervals: see the module docstring. Several models: :func:`cka_many`.
     """
     for name, model in (("model_a", model_a), ("model_b", model_b)):
         if not isinstance(model, nn.Module):
@@ -229,6 +279,8 @@ def cka(
         confidence=confidence,
         seed=seed,
         device=device,
+        tokens=tokens,
+        module_map=module_map,
     )
 
 
@@ -242,21 +294,25 @@ def cka_many(
     confidence: float = 0.95,
     seed: int = 0,
     device: str | torch.device | None = None,
+    tokens: Tokens = "all",
+    module_map: ModuleMap | None = None,
 ) -> CKAResult:
     """CKA between the same layers of several pairs of models, in one pass of ``loader``.
 
     ``models`` maps names to modules; ``pairs`` are ``(pair name, first, second)`` names
     of ``models``, e.g. ``[("PT-PT", "PT0", "PT1"), ...]`` (several may share a pair
     name: see the module docstring); None: every two names, pair ``"<a>-<b>"``. Only
-    the models named in a pair run. ``layers`` must exist in every model; None: those
-    of :func:`~transferlens.analysis.features.default_layers` of the first model used.
+    the models named in a pair run. ``layers`` must exist in every model; None: the
+    ``cka_layers`` of ``module_map`` (None: the first used model's own map). ``tokens``:
+    ``all``, ``cls`` or ``mean`` (module docstring; ``cls`` is refused when the map
+    says the model has no class token).
     """
     if not isinstance(models, Mapping):
         raise UserInputError(
             f"cka_many: models must be a mapping {{name: nn.Module}} (got {type(models).__name__}); "
             "two models: cka(model_a, model_b, loader)"
         )
-    settings = _settings(n_bootstrap, confidence, seed)
+    settings = _settings(n_bootstrap, confidence, seed, tokens)
     model_map = dict(models)
     if not model_map:
         raise UserInputError("no models to compare")
@@ -268,12 +324,13 @@ def cka_many(
     keys = list(model_map)
     combos = resolve_pairs(keys, pairs)
     used = [key for key in keys if any(key in combo[1:] for combo in combos)]
-    layers = default_layers(model_map[used[0]]) if layers is None else list(layers)
+    layers = resolve_layers(model_map[used[0]], layers, module_map, tokens)
     for key in used:
         check_layers(model_map[key], layers)
     model_map = {key: model_map[key] for key in used}
+    shapes: dict[str, dict[str, tuple[int, ...]]] = {}
     accumulator = _accumulate(
-        model_map, loader, {key: layers for key in used}, n_bootstrap > 0, device
+        model_map, loader, {key: layers for key in used}, n_bootstrap > 0, device, tokens, shapes
     )
     offset = {key: i * len(layers) for i, key in enumerate(used)}
     select = np.array(
@@ -291,6 +348,8 @@ def cka_many(
         **estimates,
         **_counts(accumulator),
         settings=settings,
+        shapes_a=_shapes(shapes, used[0], layers),
+        shapes_b=_shapes(shapes, used[0], layers),
     )
 
 
@@ -305,19 +364,23 @@ def cka_matrix(
     confidence: float = 0.95,
     seed: int = 0,
     device: str | torch.device | None = None,
+    tokens: Tokens = "all",
+    module_map: ModuleMap | None = None,
 ) -> CKAResult:
     """CKA of every layer of ``layers_a`` (in ``model_a``) with every one of ``layers_b``.
 
     ``model_b`` may be ``model_a`` itself (one forward per batch). Pair name ``"a-b"``;
     ``result.matrix`` is the ``[len(layers_a), len(layers_b)]`` array. None: the
-    :func:`~transferlens.analysis.features.default_layers` of that model.
+    ``cka_layers`` of ``module_map`` (None: that model's own map). ``tokens``: as in
+    :func:`cka_many`.
     """
-    settings = _settings(n_bootstrap, confidence, seed)
-    layers_a = check_layers(model_a, default_layers(model_a) if layers_a is None else layers_a)
-    layers_b = check_layers(model_b, default_layers(model_b) if layers_b is None else layers_b)
+    settings = _settings(n_bootstrap, confidence, seed, tokens)
+    layers_a = resolve_layers(model_a, layers_a, module_map, tokens)
+    layers_b = resolve_layers(model_b, layers_b, module_map, tokens)
     models = {"a": model_a, "b": model_b}
+    shapes: dict[str, dict[str, tuple[int, ...]]] = {}
     accumulator = _accumulate(
-        models, loader, {"a": layers_a, "b": layers_b}, n_bootstrap > 0, device
+        models, loader, {"a": layers_a, "b": layers_b}, n_bootstrap > 0, device, tokens, shapes
     )
     offset = len(layers_a)
     select = np.array(
@@ -333,4 +396,6 @@ def cka_matrix(
         **estimates,
         **_counts(accumulator),
         settings=settings,
+        shapes_a=_shapes(shapes, "a", layers_a),
+        shapes_b=_shapes(shapes, "b", layers_b),
     )

@@ -1,8 +1,8 @@
 """Setting one module of a working network to an interpolated, noise-perturbed state.
 
 Module criticality and the conv1 path figure evaluate the same network many times
-with one module replaced by ``theta + sigma * z`` (``z`` standard normal, on the
-module's parameters only). :class:`ModuleSlot` writes such states into a single
+with one unit (one module or several: :mod:`transferlens.models.module_map`) replaced
+by ``theta + sigma * z`` (``z`` standard normal, on the unit's parameters only). :class:`ModuleSlot` writes such states into a single
 working copy in place, always from scratch (never by accumulating changes), so the
 same point evaluated twice gives the same network bit for bit.
 
@@ -15,13 +15,13 @@ a search skip points without changing the values at the points it does evaluate.
 from __future__ import annotations
 
 import zlib
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 
 import numpy as np
 import torch
 from torch import nn
 
-from transferlens.analysis.statedict import is_floating, under
+from transferlens.analysis.statedict import is_floating, under_any
 from transferlens.errors import UserInputError
 
 
@@ -41,20 +41,25 @@ def noise_generator(device: torch.device, seed: int) -> torch.Generator:
 
 
 class ModuleSlot:
-    """The floating state of one module of ``working`` (a network edited in place).
+    """The floating state of one unit of ``working`` (a network edited in place).
 
-    ``set(values, sigma, generator)`` writes ``values`` (name -> tensor, for every
-    floating entry of the module) into the working network and adds
-    ``sigma * z``, ``z ~ N(0, I)`` drawn from ``generator`` in the order of
-    :attr:`parameter_names`, to the parameters (never to buffers).
+    ``module`` names the unit (and seeds its noise, :func:`noise_seed`); ``members``
+    are its state-dict prefixes (default: ``module`` alone). ``set(values, sigma,
+    generator)`` writes ``values`` (name -> tensor, for every floating entry of the
+    unit) into the working network and adds ``sigma * z``, ``z ~ N(0, I)`` drawn from
+    ``generator`` in the order of :attr:`parameter_names` (state-dict order), to the
+    parameters (never to buffers).
     """
 
-    def __init__(self, working: nn.Module, module: str) -> None:
+    def __init__(
+        self, working: nn.Module, module: str, members: Sequence[str] | None = None
+    ) -> None:
         self.module = module
+        self.members = (module,) if members is None else tuple(members)
         parameters = dict(working.named_parameters())
         self._targets: dict[str, torch.Tensor] = {}
         for name, tensor in working.state_dict(keep_vars=True).items():
-            if under(name, module) and is_floating(tensor):
+            if under_any(name, self.members) and is_floating(tensor):
                 self._targets[name] = tensor
         self.parameter_names = [name for name in self._targets if name in parameters]
         if not self._targets:

@@ -3,18 +3,28 @@
 A network is compared in weight space through its ``state_dict``: parameters plus
 buffers, keyed by dotted names. A "module" is a name prefix (``layer1.0``): the
 entries under it are the keys equal to the prefix or starting with ``prefix.``.
+A **unit** (:mod:`transferlens.models.module_map`) is a name with one or more such
+prefixes (a ViT's stem: ``cls_token``, ``pos_embed``, ``patch_embed``); the analyses
+take units as a list of names (each its own prefix), a mapping ``{unit: [prefixes]}``
+or a ``ModuleMap`` (:data:`UnitsLike`, normalised by :func:`as_units`).
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
+from typing import TYPE_CHECKING, Union
 
 import torch
 from torch import nn
 
 from transferlens.errors import UserInputError
 
+if TYPE_CHECKING:
+    from transferlens.models.module_map import ModuleMap
+
 StateLike = nn.Module | Mapping[str, torch.Tensor]
+# Units as the analyses take them: names (each its own prefix), {unit: prefixes}, a map.
+UnitsLike = Union[Sequence[str], Mapping[str, Sequence[str]], "ModuleMap"]
 
 
 def as_state_dict(model: StateLike, what: str = "model") -> dict[str, torch.Tensor]:
@@ -47,8 +57,15 @@ def under(key: str, prefix: str) -> bool:
     return key == prefix or key.startswith(prefix + ".")
 
 
-def keys_under(keys: Iterable[str], prefix: str) -> list[str]:
-    return [key for key in keys if under(key, prefix)]
+def under_any(key: str, prefixes: Iterable[str]) -> bool:
+    """Is ``key`` under one of ``prefixes`` (the members of a unit)."""
+    return any(under(key, prefix) for prefix in prefixes)
+
+
+def keys_under(keys: Iterable[str], prefix: str | Iterable[str]) -> list[str]:
+    """The keys under ``prefix``: one module name, or the members of a unit."""
+    prefixes = (prefix,) if isinstance(prefix, str) else tuple(prefix)
+    return [key for key in keys if under_any(key, prefixes)]
 
 
 def is_floating(tensor: torch.Tensor) -> bool:
@@ -86,36 +103,118 @@ def check_same_layout(
             )
 
 
-def default_modules(model: StateLike) -> list[str]:
-    """The modules to report one by one.
+def default_modules(model: StateLike) -> dict[str, tuple[str, ...]]:
+    """The units to report one by one: ``{unit name: its state-dict prefixes}``.
 
-    For ResNet-style networks, :func:`transferlens.models.criticality_modules`
-    (``conv1``, every block ``layerX.Y``, the head: the paper's 18 modules of
-    ResNet-50). For any other module, its top-level children that own parameters,
-    in model order; for a bare state dict, the first component of each key, in order.
+    For a module, the units of its :func:`~transferlens.models.module_map.module_map`
+    (ResNets: ``conv1``, every block ``layerX.Y``, the head -- the paper's 18 modules of
+    ResNet-50; a ViT: its stem, each block, its head). A module the map cannot be
+    derived for (no classifier head to find) falls back to its top-level children that
+    own parameters, in model order, each its own unit. For a bare state dict, the first
+    component of each key, in order.
     """
     if isinstance(model, nn.Module):
-        from transferlens.models import criticality_modules, has_resnet_layout
-
-        if has_resnet_layout(model) and not any(True for _ in model.parameters(recurse=False)):
-            return criticality_modules(model)
+        derived = default_map(model)
+        if derived is not None:
+            return derived.members()
+        # Distance and rewinding need no head: keep the plain top-level partition.
         names = [
             name for name, child in model.named_children() if any(True for _ in child.parameters())
         ]
         names += [name for name, _ in model.named_parameters(recurse=False)]
-        return names
+        return {name: (name,) for name in names}
     seen: dict[str, None] = {}
     for key in as_state_dict(model):
         seen.setdefault(key.split(".", 1)[0], None)
-    return list(seen)
+    return {name: (name,) for name in seen}
 
 
-def check_modules(keys: Iterable[str], modules: Iterable[str]) -> list[str]:
-    """Return ``modules`` as a list; raise UserInputError for a name that matches no entry."""
+def default_map(model: StateLike) -> ModuleMap | None:
+    """The module map of an ``nn.Module`` (:func:`~transferlens.models.module_map.module_map`),
+    or None for a bare state dict or a module no rule can map (no classifier head found)."""
+    if not isinstance(model, nn.Module):
+        return None
+    from transferlens.models.module_map import module_map
+
+    try:
+        return module_map(model)
+    except UserInputError:
+        return None
+
+
+def as_units(modules: UnitsLike) -> dict[str, tuple[str, ...]]:
+    """``{unit name: its state-dict prefixes}`` from any way of naming units.
+
+    A list of names: each name is a unit and its own prefix (a name listed twice is
+    UserInputError). A mapping ``{unit: [prefixes]}``. A
+    :class:`~transferlens.models.module_map.ModuleMap`: its units' members.
+    """
+    if is_module_map(modules):
+        return dict(modules.members())
+    if isinstance(modules, Mapping):
+        units = {}
+        for unit, prefixes in modules.items():
+            if isinstance(prefixes, str):
+                prefixes = (prefixes,)
+            if not isinstance(unit, str) or not prefixes:
+                raise UserInputError(f"unit {unit!r} must be a name with a list of module names")
+            if any(not isinstance(prefix, str) for prefix in prefixes):
+                raise UserInputError(f"unit {unit!r}: members must be module names")
+            units[unit] = tuple(prefixes)
+        return units
+    if isinstance(modules, str) or not isinstance(modules, Iterable):
+        raise UserInputError(
+            f"modules must be a list of module names, a mapping or a module map (got {modules!r})"
+        )
+    names = list(modules)
+    for name in names:
+        if not isinstance(name, str):
+            raise UserInputError(f"module {name!r} is not a module name")
+    twice = sorted({name for name in names if names.count(name) > 1})
+    if twice:
+        raise UserInputError(f"modules are listed twice: {', '.join(twice)}")
+    return {name: (name,) for name in names}
+
+
+def check_modules(keys: Iterable[str], modules: UnitsLike) -> dict[str, tuple[str, ...]]:
+    """The units of ``modules`` (see :func:`as_units`), checked against the entries ``keys``.
+
+    Each name of a list and each member of a mapping must match an entry (UserInputError
+    naming the first that does not); a module map, already checked against its model
+    (:func:`~transferlens.models.module_map.check_partition`), needs one matching member
+    per unit.
+    """
     keys = list(keys)
-    checked = []
-    for module in modules:
-        if not isinstance(module, str) or not keys_under(keys, module):
-            raise UserInputError(f"module {module!r} does not exist in the model")
-        checked.append(module)
-    return checked
+    units = as_units(modules)
+    from_map = is_module_map(modules)
+    for unit, members in units.items():
+        found = [member for member in members if keys_under(keys, member)]
+        if from_map and found:
+            continue
+        missing = [member for member in members if member not in found]
+        if missing:
+            where = "" if members == (unit,) else f" (unit {unit!r})"
+            raise UserInputError(f"module {missing[0]!r}{where} does not exist in the model")
+    return units
+
+
+def unit_of(module: str, modules: UnitsLike | None = None) -> tuple[str, tuple[str, ...]]:
+    """``(unit name, its prefixes)`` for ``module``: a unit of ``modules`` when it names
+    one, else the prefix ``module`` alone (any module of the network)."""
+    if not isinstance(module, str):
+        raise UserInputError(f"module {module!r} is not a module name")
+    units = {} if modules is None else as_units(modules)
+    return module, units.get(module, (module,))
+
+
+def stages_of(modules: UnitsLike | None) -> dict[str, tuple[str, ...]] | None:
+    """``{stage: its units}`` when ``modules`` is a module map, else None."""
+    if not is_module_map(modules):
+        return None
+    return {stage.name: tuple(stage.units) for stage in modules.stages}
+
+
+def is_module_map(modules: object) -> bool:
+    from transferlens.models.module_map import ModuleMap
+
+    return isinstance(modules, ModuleMap)

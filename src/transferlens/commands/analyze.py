@@ -78,9 +78,24 @@ def register(subparsers: argparse._SubParsersAction) -> None:
             help="a pair of named models (repeatable; default: every pair)",
         )  # fmt: skip
         sub.add_argument("--bootstrap", type=int, default=1000, help="resamples (0: no interval)")
-    cka.add_argument("--layers", nargs="+", help="default: conv1 and the four stages")
+    cka.add_argument(
+        "--layers",
+        nargs="+",
+        help="name, name:in or name:out.<key> (default: each stage's output and the "
+        "classifier's input, from the module map)",
+    )
+    cka.add_argument(
+        "--tokens",
+        choices=("all", "cls", "mean"),
+        default="all",
+        help="token outputs [N, T, D]: all = flattened, cls = token 0, mean = over tokens",
+    )
     distance = analyses.choices["distance"]
-    distance.add_argument("--modules", nargs="+", help="default: conv1, each block, the head")
+    distance.add_argument(
+        "--modules",
+        nargs="+",
+        help="default: the units of the module map (ResNets: conv1, each block, the head)",
+    )
     distance.add_argument("--include-buffers", action="store_true")
     interpolation = analyses.choices["interpolation"]
     interpolation.add_argument("--points", type=int, default=11, help="lambdas from 0 to 1")
@@ -93,7 +108,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     criticality = analyses.choices["criticality"]
     criticality.add_argument("--init-epoch", default="0", help="epoch of the init (default 0)")
     criticality.add_argument("--init-weights", metavar="FILE", help="init for a --weights model")
-    criticality.add_argument("--modules", nargs="+", help="default: conv1, each block, the head")
+    criticality.add_argument(
+        "--modules",
+        nargs="+",
+        help="default: the units of the module map (ResNets: conv1, each block, the head)",
+    )
     criticality.add_argument("--loss-split", choices=("train", "test"), default="train")
     criticality.add_argument("--alpha-points", type=int, default=11)
     criticality.add_argument("--sigma-points", type=int, default=11)
@@ -197,7 +216,7 @@ def _cka_or_mistakes(args: argparse.Namespace) -> pd.DataFrame:
 
         return cka_many(
             models, loader, layers=args.layers, pairs=pairs, n_bootstrap=args.bootstrap,
-            device=device,
+            tokens=args.tokens, device=device,
         ).to_frame()  # fmt: skip
     from transferlens.analysis import mistakes
 

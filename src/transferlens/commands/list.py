@@ -30,5 +30,6 @@ def format_entries(entries: list[catalog.Entry]) -> str:
 
 
 def run(args: argparse.Namespace) -> int:
-    print(format_entries(catalog.entries(args.kind)))
+    entries = catalog.entries(args.kind)
+    print(format_entries(entries))
     return 0

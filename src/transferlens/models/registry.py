@@ -2,8 +2,12 @@
 
 ``build_model(name, num_classes, **kwargs)`` is the only way the rest of the
 project creates a network. Names are either registered exactly
-(``@register_model("fixup_resnet50")``) or belong to a prefix family
-(``timm:<any timm name>``, registered with :func:`register_model_family`).
+(``@register_model("fixup_resnet50")``), belong to a prefix family
+(``timm:<any timm name>``, ``hf:<model id or folder>``, registered with
+:func:`register_model_family`), or are a user's own callable by import path
+(``mypkg.models:CifarResNet``, ``path/to/file.py:resnet20``: see
+:mod:`transferlens.models.user_models`). A registered family keeps precedence: a name
+whose part before the first ``:`` is a family's prefix is that family's.
 Every builder receives ``num_classes`` first and its own keyword arguments;
 a keyword a builder does not declare is rejected here, with its name, before
 anything is built.
@@ -24,7 +28,10 @@ FamilyBuilder = Callable[..., nn.Module]
 
 _BUILDERS: dict[str, ModelBuilder] = {}
 _FAMILIES: dict[str, FamilyBuilder] = {}
+# What a family's listing shows after its prefix (``hf:<model-id-or-folder>``).
+_PLACEHOLDERS: dict[str, str] = {}
 FAMILY_SEPARATOR = ":"
+DEFAULT_PLACEHOLDER = "<name>"
 
 
 def register_model(name: str) -> Callable[[ModelBuilder], ModelBuilder]:
@@ -41,11 +48,17 @@ def register_model(name: str) -> Callable[[ModelBuilder], ModelBuilder]:
     return decorate
 
 
-def register_model_family(prefix: str) -> Callable[[FamilyBuilder], FamilyBuilder]:
-    """Decorator: ``builder(model_name, num_classes, **kwargs)`` serves every ``prefix:<name>``."""
+def register_model_family(
+    prefix: str, placeholder: str = DEFAULT_PLACEHOLDER
+) -> Callable[[FamilyBuilder], FamilyBuilder]:
+    """Decorator: ``builder(model_name, num_classes, **kwargs)`` serves every ``prefix:<name>``.
+
+    ``placeholder`` is what listings show for the member (``hf:<model-id-or-folder>``).
+    """
 
     def decorate(builder: FamilyBuilder) -> FamilyBuilder:
         _FAMILIES[prefix] = builder
+        _PLACEHOLDERS[prefix] = placeholder
         return builder
 
     return decorate
@@ -54,18 +67,26 @@ def register_model_family(prefix: str) -> Callable[[FamilyBuilder], FamilyBuilde
 def _load_builtin() -> None:
     # Importing the modules registers their builders (idempotent: Python caches imports).
     import transferlens.models.fixup  # noqa: F401
+    import transferlens.models.hf_models  # noqa: F401
     import transferlens.models.timm_models  # noqa: F401
     import transferlens.models.torchvision_models  # noqa: F401
 
 
-def list_models() -> list[str]:
-    """Registered model names, sorted, then each family as a pattern ``prefix:<name>``.
+def family_pattern(prefix: str) -> str:
+    """How a family is listed: ``timm:<name>``, ``hf:<model-id-or-folder>``."""
+    return f"{prefix}{FAMILY_SEPARATOR}{_PLACEHOLDERS.get(prefix, DEFAULT_PLACEHOLDER)}"
 
-    Callers that validate a name accept it when it is listed or when its part
-    before ``:`` is the prefix of a listed pattern (see :func:`list_families`).
+
+def list_models() -> list[str]:
+    """Registered model names, sorted, then each family as a pattern (``timm:<name>``),
+    then the pattern of a user's own callable, ``module.path:Callable``.
+
+    :func:`check_model_name` is the one check of a name.
     """
+    from transferlens.models.user_models import PATTERN
+
     _load_builtin()
-    return sorted(_BUILDERS) + [f"{prefix}{FAMILY_SEPARATOR}<name>" for prefix in list_families()]
+    return sorted(_BUILDERS) + [family_pattern(prefix) for prefix in list_families()] + [PATTERN]
 
 
 def list_families() -> list[str]:
@@ -104,18 +125,39 @@ def _check_kwargs(name: str, builder: Callable[..., Any], kwargs: dict[str, Any]
 
 
 def check_model_name(name: str) -> str:
-    """``name`` if it is registered or names a member of a family (``timm:<name>``);
-    else ``ValueError`` listing the known names (spec validators report it on one line)."""
-    if name not in list_models() and name.split(":", 1)[0] not in list_families():
+    """``name`` if it is registered, names a member of a family (``timm:<name>``) or a
+    callable by import path that imports (``mypkg.models:CifarResNet``); else
+    ``ValueError`` on one line: the known names, or why the import path does not resolve
+    (module or file not found, attribute missing, not callable). Spec validators report
+    it with the key. Whether the callable returns an ``nn.Module`` is known only once it
+    is built (:func:`build_model`)."""
+    _load_builtin()
+    if name in _BUILDERS:
+        return name
+    prefix, sep, member = name.partition(FAMILY_SEPARATOR)
+    if sep and prefix in _FAMILIES:
+        if not member:
+            raise ValueError(str(_unknown(name)))
+        return name
+    if not sep:
         raise ValueError(str(_unknown(name)))
+    from transferlens.models.user_models import resolve_callable
+
+    try:
+        resolve_callable(name)
+    except UserInputError as error:
+        raise ValueError(str(error)) from None
     return name
 
 
 def build_model(name: str, num_classes: int, **kwargs: Any) -> nn.Module:
     """Build the model registered as ``name`` with a head of ``num_classes`` outputs.
 
-    Raises :class:`UserInputError` for an unknown name (listing the known ones), an
-    unknown keyword argument (naming it) or a bad value.
+    ``name`` is a registered name, ``prefix:<member>`` of a family, or a user's
+    callable by import path (:func:`~transferlens.models.user_models.build_user_model`;
+    families take precedence). Raises :class:`UserInputError` for an unknown name
+    (listing the known ones), an import path that does not resolve, an unknown keyword
+    argument (naming it) or a bad value.
     """
     _load_builtin()
     num_classes = _check_num_classes(num_classes)
@@ -124,7 +166,11 @@ def build_model(name: str, num_classes: int, **kwargs: Any) -> nn.Module:
     if FAMILY_SEPARATOR in name:
         prefix, _, member = name.partition(FAMILY_SEPARATOR)
         family = _FAMILIES.get(prefix)
-        if family is None or not member:
+        if family is None:
+            from transferlens.models.user_models import build_user_model
+
+            return build_user_model(name, num_classes, **kwargs)
+        if not member:
             raise _unknown(name)
         _check_kwargs(name, family, kwargs)
         return family(member, num_classes, **kwargs)

@@ -126,10 +126,13 @@ class BackboneFit:
         )
 
 
-def backbone_fit(model: nn.Module, state_dict: Mapping[str, torch.Tensor]) -> BackboneFit:
+def backbone_fit(
+    model: nn.Module, state_dict: Mapping[str, torch.Tensor], head: str | None = None
+) -> BackboneFit:
     """Compare the non-head keys and shapes of ``state_dict`` with ``model``'s (which
-    may live on the meta device: only shapes are read)."""
-    head = head_prefix(model)
+    may live on the meta device: only shapes are read). ``head``: the head's prefix
+    (default :func:`~transferlens.models.helpers.head_prefix`)."""
+    head = head if head is not None else head_prefix(model)
     own = {k: v for k, v in model.state_dict().items() if not _under(k, head)}
     given = {k: v for k, v in state_dict.items() if not _under(k, head)}
     return BackboneFit(
@@ -145,12 +148,18 @@ def backbone_fit(model: nn.Module, state_dict: Mapping[str, torch.Tensor]) -> Ba
 
 
 def check_weights_file(
-    path: str | os.PathLike, model: str, model_kwargs: Mapping[str, Any] | None = None
+    path: str | os.PathLike,
+    model: str,
+    model_kwargs: Mapping[str, Any] | None = None,
+    modules: Any = None,
 ) -> None:
     """Raise UserInputError unless ``path`` loads (:func:`load_weights_file`) and its
-    backbone fits registry model ``model``: one line naming the file and the first key
-    that does not fit. The model is built on the meta device (no memory, no random
-    numbers drawn); a model that cannot be built there is built on the CPU."""
+    backbone fits model ``model`` (any name :func:`build_model` takes): one line naming
+    the file and the first key that does not fit. The head is left out: the classifier
+    of the module map ``modules`` gives, else :func:`head_prefix`'s. The model is built
+    on the meta device (no memory, no random numbers drawn); a model that cannot be
+    built there is built on the CPU."""
+    from transferlens.models.module_map import module_map
     from transferlens.models.registry import build_model
 
     state = load_weights_file(path)
@@ -160,24 +169,29 @@ def check_weights_file(
                 network = build_model(model, 2, **dict(model_kwargs or {}))
         except (NotImplementedError, RuntimeError):
             network = build_model(model, 2, **dict(model_kwargs or {}))
-    problems = backbone_fit(network, state).problems()
+    head = module_map(network, modules).classifier if modules is not None else None
+    problems = backbone_fit(network, state, head).problems()
     if problems:
         more = f" (and {len(problems) - 1} more)" if len(problems) > 1 else ""
         raise UserInputError(f"{path}: does not fit model {model!r}: {problems[0]}{more}")
 
 
 def load_backbone(
-    model: nn.Module, state_dict: Mapping[str, torch.Tensor], *, strict_backbone: bool = True
+    model: nn.Module,
+    state_dict: Mapping[str, torch.Tensor],
+    *,
+    strict_backbone: bool = True,
+    head: str | None = None,
 ) -> list[str]:
     """Load every entry of ``state_dict`` except the head's into ``model`` (in place).
 
-    Keys under :func:`head_prefix` are skipped, so the model keeps its own
+    Keys under ``head`` (default :func:`head_prefix`) are skipped, so the model keeps its own
     (fresh) head: P-T = P's backbone + a new head. With ``strict_backbone`` any
     missing, unexpected or shape-mismatched backbone key raises UserInputError
     listing them and nothing is loaded; without it, only the entries that fit are
     loaded. Returns the skipped head keys of ``state_dict``, sorted.
     """
-    fit = backbone_fit(model, state_dict)
+    fit = backbone_fit(model, state_dict, head)
     if strict_backbone and not fit.fits:
         problems = [
             f"{label} [{_shown(keys)}]"

@@ -17,11 +17,23 @@ How the report reads what the contract leaves open:
 - A target's metric is printed as accuracy in percent (``multiclass``) or as mean
   ROC-AUC (``multilabel``), from ``targets.csv``; a target it does not list is
   ``multiclass``.
-- ``criticality_path.csv`` (conv1 only, paper Fig. 6): ``path`` is ``direct``
-  (theta0 + alpha (thetaf - theta0)) or ``checkpoints`` (conv1 at each training
-  checkpoint); ``distance`` is the l2 distance of that conv1 from theta0, ``sigma``
-  the std of the Gaussian noise added to it, ``metric`` the mean test metric over
-  the noise samples (a fraction), every other module final.
+- ``criticality_path.csv`` (one unit, paper Fig. 6): ``path`` is ``direct``
+  (theta0 + alpha (thetaf - theta0)) or ``checkpoints`` (the unit at each training
+  checkpoint); ``distance`` is the l2 distance of that unit from theta0, ``sigma`` the
+  std of the Gaussian noise added to it, ``metric`` the mean test metric over the noise
+  samples (a fraction), every other unit final. The unit is the table's ``module``
+  column if it has one, else ``study.json``'s ``analyses.criticality.path_module``,
+  else the first unit of ``module_map.csv``, else ``conv1`` (studies written before the
+  map, all ResNets).
+- ``module_map.csv`` orders the units of the per-unit figures and tables, names their
+  stages, and decides the "lower modules" of the rewinding finding (its ``lower``
+  column: depth below 1/3); without it the units are the modules of ``criticality.csv``
+  (else ``distance.csv``) in their order and the same rule picks the lower ones
+  (:mod:`transferlens.report.units`). The page states the rule and its result.
+- ``cka_layers.csv`` orders CKA's layers by depth, labels them with their stage and
+  states how each output became features (``tokens=all``: ``[T, D]`` flattened);
+  ``distance_stages.csv`` adds the per-stage distances. Without them the layers keep
+  ``cka.csv``'s order and the per-stage view is left out.
 - ``cka_matrix.csv``: CKA between layer ``layer_a`` of the pair's first model and
   ``layer_b`` of its second, for the layer-by-layer heatmaps.
 - ``mistakes_examples.csv``: ``cell`` is ``only_first_wrong``, ``only_second_wrong``

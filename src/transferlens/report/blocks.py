@@ -22,6 +22,7 @@ from transferlens.io import atomic_write_bytes
 from transferlens.report.figures import figure_png
 from transferlens.report.gallery import ImageLoader
 from transferlens.report.tables import StudyResults
+from transferlens.report.units import CkaLayers, StudyUnits, cka_layers, study_units
 
 
 @dataclass
@@ -103,6 +104,10 @@ class Section:
 
 @dataclass
 class SectionContext:
+    """What every section reads: the tables, the targets (closest first) and their tasks,
+    the network's units and CKA layers (:mod:`transferlens.report.units`, read once), and
+    the folder being written."""
+
     results: StudyResults
     targets: list[str]
     tasks: dict[str, str]
@@ -110,6 +115,21 @@ class SectionContext:
     image_loader: ImageLoader
     figures_written: list[str] = field(default_factory=list)
     images_written: list[str] = field(default_factory=list)
+    units: StudyUnits | None = None
+    layers: CkaLayers | None = None
+
+    def __post_init__(self) -> None:
+        self.units = self.units or study_units(self.results)
+        self.layers = self.layers or cka_layers(self.results)
+
+    def unit_order(self) -> list[str] | None:
+        return list(self.units.units) if self.units else None
+
+    def unit_stages(self) -> dict[str, str | None] | None:
+        """unit -> stage, when the module map names the stages."""
+        if self.units is None or not self.units.from_map:
+            return None
+        return dict(zip(self.units.units, self.units.stages))
 
     def _file_name(self, name: str) -> str:
         """``<name>.png`` made safe for a URL and unique within the report."""
@@ -145,18 +165,25 @@ class SectionContext:
 
 @dataclass(frozen=True)
 class SectionKind:
-    """One section of the page: ``fill`` adds its blocks once one of ``tables`` is loaded."""
+    """One section of the page: ``fill`` adds its blocks once one of ``tables`` is loaded.
+
+    ``absent``: for a section that shows no analysis (the module map), the note shown
+    when its tables are absent, instead of "not run".
+    """
 
     id: str
     title: str
     intro: str
     tables: tuple[str, ...]
     fill: Callable[[SectionContext, Section], None]
+    absent: str | None = None
 
     def build(self, ctx: SectionContext) -> Section:
         section = Section(self.id, self.title, self.intro)
-        if all(ctx.results.get(name) is None for name in self.tables):
-            section.not_run = [f"results/{name}.csv" for name in self.tables]
-        else:
+        if any(ctx.results.get(name) is not None for name in self.tables):
             self.fill(ctx, section)
+        elif self.absent is not None:
+            section.blocks.append(NoteBlock(self.absent))
+        else:
+            section.not_run = [f"results/{name}.csv" for name in self.tables]
         return section

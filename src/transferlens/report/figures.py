@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import io
 import math
+from collections.abc import Mapping, Sequence
 
 import numpy as np
 import pandas as pd
@@ -77,6 +78,54 @@ def legend_outside(axes: Axes, fontsize: float = 8) -> None:
         loc="upper left", bbox_to_anchor=(1.01, 1.0), borderaxespad=0.0, fontsize=fontsize,
         frameon=False,
     )  # fmt: skip
+
+
+def name_ticks(
+    axes: Axes,
+    names: Sequence[str],
+    *,
+    axis: str = "x",
+    labels: Mapping[str, str] | None = None,
+) -> None:
+    """Tick ``names`` at positions 0..n-1 (shown as ``labels[name]`` where given), smaller
+    and steeper as they grow in number, so that a ViT's 14+ units stay legible."""
+    shown = [labels.get(name, name) if labels else name for name in names]
+    count = len(names)
+    size = 8 if count <= 6 else 7 if count <= 12 else 6
+    if axis == "y":
+        axes.set_yticks(range(count), shown, fontsize=size)
+        return
+    rotation = 30 if count <= 6 else 60 if count <= 12 else 90
+    axes.set_xticks(
+        range(count), shown, rotation=rotation, ha="center" if rotation == 90 else "right",
+        rotation_mode="anchor" if rotation < 90 else "default", fontsize=size,
+    )  # fmt: skip
+
+
+def stage_axis(axes: Axes, stages: Sequence[str | None]) -> None:
+    """Name the stages of the x positions along the top of ``axes`` and mark where one
+    ends, when some stage spans several positions (``stages[i]``: the stage of position
+    ``i``, None = unknown); a ResNet's one-unit stages need no second axis."""
+    runs: list[tuple[str, int, int]] = []  # (stage, first, last)
+    for position, stage in enumerate(stages):
+        if stage is None:
+            return
+        if runs and runs[-1][0] == stage:
+            runs[-1] = (stage, runs[-1][1], position)
+        else:
+            runs.append((stage, position, position))
+    if len(runs) == len(stages):
+        return
+    for _, _, last in runs[:-1]:
+        axes.axvline(last + 0.5, color="#bbbbbb", linewidth=0.8, linestyle=":", zorder=0)
+    top = axes.secondary_xaxis("top")
+    top.set_xticks([(first + last) / 2 for _, first, last in runs], [r[0] for r in runs])
+    top.tick_params(axis="x", length=0, labelsize=7, labelcolor="#555555")
+
+
+def grid_width(count: int, minimum: float) -> float:
+    """A panel's width in inches for ``count`` named positions (at least ``minimum``)."""
+    return max(minimum, 0.3 * count + 2.0)
 
 
 def plot_learning_curves(curves: pd.DataFrame, targets: list[str], tasks: dict[str, str]) -> Figure:

@@ -1,10 +1,15 @@
-"""Figures of the analyses: kappa, CKA (per layer and layer by layer), parameter distances,
-interpolation (Fig. 4), rewinding (Fig. 5), criticality and the conv1 picture (Fig. 6).
+"""Figures of the analyses between models: kappa, CKA (per layer and layer by layer),
+parameter distances (per unit and per stage) and interpolation (Fig. 4); rewinding and
+criticality are :mod:`transferlens.report.figures_criticality`.
 
 Where a table has several rows for one point (several seed pairs), the mean is drawn.
+Layers and units are drawn in the order the caller gives (model order: by depth when
+``results/`` records it), labelled as the caller says.
 """
 
 from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
 
 import numpy as np
 import pandas as pd
@@ -12,25 +17,27 @@ from matplotlib.axes import Axes
 from matplotlib.figure import Figure
 
 from transferlens.report.figures import (
-    INIT_LABELS,
     color_of,
+    grid_width,
     legend_outside,
+    name_ticks,
     panel_grid,
+    stage_axis,
     style_axes,
 )
 from transferlens.report.formatting import format_metric_difference, metric_axis_label, metric_scale
 from transferlens.report.seed_pairs import model_names, pair_order
 
-_HEATMAP = "viridis"
+HEATMAP = "viridis"
 
 
-def _shown(frame: pd.DataFrame, targets: list[str]) -> list[str]:
+def shown_targets(frame: pd.DataFrame, targets: list[str]) -> list[str]:
     return [target for target in targets if (frame["target"] == target).any()]
 
 
 def plot_kappa(mistakes: pd.DataFrame, targets: list[str]) -> Figure:
     """Cohen's kappa of each pair's correct/incorrect vectors with its interval, per target."""
-    shown = _shown(mistakes, targets)
+    shown = shown_targets(mistakes, targets)
     figure, panels = panel_grid(len(shown), width=4.0, height=3.0)
     for axes, target in zip(panels, shown):
         rows = mistakes[mistakes["target"] == target]
@@ -70,17 +77,32 @@ def data_limits(values: np.ndarray, margin: float = 0.08) -> tuple[float, float]
     return low - pad, high + pad
 
 
-def plot_cka_layers(cka: pd.DataFrame, targets: list[str]) -> Figure:
+def ordered_names(names: pd.Series, order: Sequence[str] | None) -> list[str]:
+    """The distinct ``names`` in ``order`` (those it lacks after, as they appear)."""
+    present = list(dict.fromkeys(str(name) for name in names.dropna()))
+    if order is None:
+        return present
+    return [n for n in order if n in present] + [n for n in present if n not in order]
+
+
+def plot_cka_layers(
+    cka: pd.DataFrame,
+    targets: list[str],
+    order: Sequence[str] | None = None,
+    labels: Mapping[str, str] | None = None,
+) -> Figure:
     """CKA of the same layer in two models, per layer and pair (Table 1 as lines), with bands.
 
+    Layers in ``order`` (default: the table's), ticked with ``labels`` (e.g. their stage).
     Each panel's y axis spans its values (intervals included) with a margin, not 0 to 1,
     so that differences near 1 stay visible; the caption says so.
     """
-    shown = _shown(cka, targets)
-    figure, panels = panel_grid(len(shown))
+    shown = shown_targets(cka, targets)
+    count = cka["layer"].nunique()
+    figure, panels = panel_grid(len(shown), width=grid_width(count, 5.2))
     for axes, target in zip(panels, shown):
         rows = cka[cka["target"] == target]
-        layers = list(dict.fromkeys(rows["layer"]))
+        layers = ordered_names(rows["layer"], order)
         for position, pair in enumerate(pair_order(rows)):
             table = (
                 rows[rows["pair"] == pair].groupby("layer")[["cka", "cka_low", "cka_high"]].mean()
@@ -91,26 +113,32 @@ def plot_cka_layers(cka: pd.DataFrame, targets: list[str]) -> Figure:
             axes.plot(x, table["cka"], marker="o", markersize=4, color=color, label=pair)
             if table["cka_low"].notna().any():
                 axes.fill_between(x, table["cka_low"], table["cka_high"], color=color, alpha=0.18)
-        axes.set_xticks(range(len(layers)), layers, rotation=30, ha="right")
+        name_ticks(axes, layers, labels=labels)
         limits = data_limits(rows[["cka", "cka_low", "cka_high"]].to_numpy(float))
         if limits is not None:
             axes.set_ylim(*limits)
         axes.set_title(target)
-        axes.set_xlabel("layer")
+        axes.set_xlabel("layer (input to output)")
         axes.set_ylabel("linear CKA")
         style_axes(axes)
         legend_outside(axes)
     return figure
 
 
-def plot_cka_matrices(matrix: pd.DataFrame, targets: list[str]) -> Figure:
+def plot_cka_matrices(
+    matrix: pd.DataFrame, targets: list[str], order: Sequence[str] | None = None
+) -> Figure:
     """Layer-by-layer CKA heatmaps: one row per target, one panel per pair, one colour bar.
 
-    Rows of a panel are the layers of the pair's first model, columns the second's.
+    Rows of a panel are the layers of the pair's first model, columns the second's, both
+    in ``order`` (default: the table's).
     """
-    shown = _shown(matrix, targets)
+    shown = shown_targets(matrix, targets)
     pairs = pair_order(matrix)
-    figure, panels = panel_grid(len(shown) * len(pairs), columns=len(pairs), width=2.9, height=2.8)
+    side = max(2.9, 0.2 * matrix["layer_a"].nunique() + 1.6)
+    figure, panels = panel_grid(
+        len(shown) * len(pairs), columns=len(pairs), width=side, height=side - 0.1
+    )
     image = None
     for row, target in enumerate(shown):
         for column, pair in enumerate(pairs):
@@ -123,57 +151,87 @@ def plot_cka_matrices(matrix: pd.DataFrame, targets: list[str]) -> Figure:
             if pair_rows.empty:
                 axes.text(0.5, 0.5, "not run", ha="center", va="center", transform=axes.transAxes)
                 continue
-            layers_a = list(dict.fromkeys(pair_rows["layer_a"]))
-            layers_b = list(dict.fromkeys(pair_rows["layer_b"]))
+            layers_a = ordered_names(pair_rows["layer_a"], order)
+            layers_b = ordered_names(pair_rows["layer_b"], order)
             grid = pair_rows.pivot_table(index="layer_a", columns="layer_b", values="cka")
             grid = grid.reindex(index=layers_a, columns=layers_b)
-            image = axes.imshow(grid.to_numpy(float), vmin=0, vmax=1, cmap=_HEATMAP, origin="lower")
-            axes.set_xticks(range(len(layers_b)), layers_b, rotation=45, ha="right", fontsize=7)
-            axes.set_yticks(range(len(layers_a)), layers_a, fontsize=7)
+            image = axes.imshow(grid.to_numpy(float), vmin=0, vmax=1, cmap=HEATMAP, origin="lower")
+            name_ticks(axes, layers_b)
+            name_ticks(axes, layers_a, axis="y")
     if image is not None:
         figure.colorbar(image, ax=panels, label="linear CKA (0 to 1)", shrink=0.6)
     return figure
 
 
-def _module_panel(
+def unit_panel(
     axes: Axes,
     target: str,
-    modules: list[str],
+    names: list[str],
     ylabel: str,
     lines: list[tuple[str, str, pd.Series]],
+    *,
+    xlabel: str = "module",
+    stages: Sequence[str | None] | None = None,
 ) -> None:
-    """One panel of a quantity per module (bottom of the network left): a line per
-    ``(label, colour, value by module)``."""
+    """One panel of a quantity per unit (or stage), input side left: a line per
+    ``(label, colour, value by name)``; ``stages`` names each position's stage on top."""
     for label, color, values in lines:
         axes.plot(
-            range(len(modules)), values.reindex(modules).to_numpy(float), marker="o",
+            range(len(names)), values.reindex(names).to_numpy(float), marker="o",
             markersize=3, color=color, label=label,
         )  # fmt: skip
-    axes.set_xticks(range(len(modules)), modules, rotation=60, ha="right", fontsize=7)
+    name_ticks(axes, names)
+    if stages is not None:
+        stage_axis(axes, stages)
     axes.set_title(target)
-    axes.set_xlabel("module")
+    axes.set_xlabel(xlabel)
     axes.set_ylabel(ylabel)
     style_axes(axes)
     legend_outside(axes)
 
 
-def plot_distance_modules(distance: pd.DataFrame, targets: list[str]) -> Figure:
-    """l2 distance per module (bottom to top of the network) for each pair, per target."""
+def _pair_lines(rows: pd.DataFrame, by: str) -> list[tuple[str, str, pd.Series]]:
+    return [
+        (pair, color_of(pair, position), rows[rows["pair"] == pair].groupby(by)["l2"].mean())
+        for position, pair in enumerate(pair_order(rows))
+    ]
+
+
+def plot_distance_modules(
+    distance: pd.DataFrame,
+    targets: list[str],
+    order: Sequence[str] | None = None,
+    stage_of: Mapping[str, str | None] | None = None,
+) -> Figure:
+    """l2 distance per unit (input to output, in ``order``; default the table's) for each
+    pair, per target; ``stage_of`` names each unit's stage along the top."""
     per_module = distance[distance["module"] != "all"]
-    shown = _shown(per_module, targets)
-    figure, panels = panel_grid(len(shown), columns=2, width=6.0, height=3.4)
+    shown = shown_targets(per_module, targets)
+    count = per_module["module"].nunique()
+    figure, panels = panel_grid(len(shown), columns=2, width=grid_width(count, 6.0), height=3.4)
     for axes, target in zip(panels, shown):
         rows = per_module[per_module["target"] == target]
-        lines = [
-            (
-                pair,
-                color_of(pair, position),
-                rows[rows["pair"] == pair].groupby("module")["l2"].mean(),
-            )
-            for position, pair in enumerate(pair_order(rows))
-        ]
-        modules = list(dict.fromkeys(rows["module"]))
-        _module_panel(axes, target, modules, "l2 distance of parameters", lines)
+        modules = ordered_names(rows["module"], order)
+        stages = [stage_of.get(m) for m in modules] if stage_of else None
+        lines = _pair_lines(rows, "module")
+        unit_panel(axes, target, modules, "l2 distance of parameters", lines, stages=stages)
+    return figure
+
+
+def plot_distance_stages(
+    stages: pd.DataFrame, targets: list[str], order: Sequence[str] | None = None
+) -> Figure:
+    """l2 distance per stage, sqrt of the sum of its units' squared l2 (input to output,
+    in ``order``), for each pair, per target; a stage with a unit left out (the head
+    between P and P-T) has no point."""
+    shown = shown_targets(stages, targets)
+    count = stages["stage"].nunique()
+    figure, panels = panel_grid(len(shown), columns=2, width=grid_width(count, 6.0), height=3.4)
+    for axes, target in zip(panels, shown):
+        rows = stages[stages["target"] == target]
+        names = ordered_names(rows["stage"], order)
+        lines = _pair_lines(rows, "stage")
+        unit_panel(axes, target, names, "l2 distance of parameters", lines, xlabel="stage")
     return figure
 
 
@@ -184,7 +242,7 @@ def plot_interpolation(
     tasks: dict[str, str],
 ) -> Figure:
     """Fig. 4: test metric and loss along (1-lam) theta + lam theta', barriers in the legend."""
-    shown = _shown(interpolation, targets)
+    shown = shown_targets(interpolation, targets)
     figure, panels = panel_grid(2 * len(shown), columns=2, width=6.2, height=3.3)
     for index, target in enumerate(shown):
         rows = interpolation[interpolation["target"] == target]
@@ -213,102 +271,4 @@ def plot_interpolation(
             axes.set_xlabel("interpolation weight lambda (0 = first model, 1 = second)")
             style_axes(axes)
             legend_outside(axes, fontsize=7)
-    return figure
-
-
-def _models(criticality: pd.DataFrame, targets: list[str]) -> list[tuple[str, str]]:
-    present = set(zip(criticality["target"], criticality["init"]))
-    return [(t, i) for t in targets for i in ("PT", "RIT") if (t, i) in present]
-
-
-def plot_rewind_heatmap(
-    criticality: pd.DataFrame, targets: list[str], tasks: dict[str, str]
-) -> Figure:
-    """Fig. 5: test metric after rewinding one module to its initial value, modules x models;
-    rows without a rewound metric (the ``network`` row of criticality.csv) are left out."""
-    models = _models(criticality, targets)
-    # Only modules that were rewound: the table's whole-network row ("network") carries
-    # the summed criticality and no rewound metric.
-    rewound = criticality[criticality["rewind_metric"].notna()]
-    modules = list(dict.fromkeys(rewound["module"]))
-    all_accuracy = all(tasks[target] != "multilabel" for target, _ in models)
-    scale = 100.0 if all_accuracy else 1.0
-    grid = np.full((len(modules), len(models)), np.nan)
-    for column, (target, init) in enumerate(models):
-        rows = criticality[(criticality["target"] == target) & (criticality["init"] == init)]
-        values = rows.groupby("module")["rewind_metric"].mean()
-        for row, module in enumerate(modules):
-            grid[row, column] = values.get(module, np.nan) * scale
-    figure = Figure(
-        figsize=(max(4.5, 1.1 * len(models) + 3.0), max(3.2, 0.3 * len(modules) + 1.6)),
-        dpi=110,
-        layout="constrained",
-    )
-    axes = figure.add_subplot()
-    image = axes.imshow(grid, aspect="auto", cmap=_HEATMAP, vmin=0, vmax=scale)
-    for (row, column), value in np.ndenumerate(grid):
-        if np.isfinite(value):
-            text = f"{value:.0f}" if all_accuracy else f"{value:.2f}"
-            shade = "white" if value < 0.6 * scale else "black"
-            axes.text(column, row, text, ha="center", va="center", fontsize=7, color=shade)
-    axes.set_xticks(range(len(models)), [f"{t}\n{INIT_LABELS[i]}" for t, i in models], fontsize=8)
-    axes.set_yticks(range(len(modules)), modules, fontsize=7)
-    axes.set_xlabel("model (target, initialisation)")
-    axes.set_ylabel("module rewound to its initial value")
-    label = "test accuracy after rewinding (%)" if all_accuracy else "test metric after rewinding"
-    figure.colorbar(image, ax=axes, label=label)
-    return figure
-
-
-def plot_criticality(criticality: pd.DataFrame, targets: list[str]) -> Figure:
-    """Module criticality mu_i per module, P-T vs RI-T, per target (log scale when positive)."""
-    shown = _shown(criticality, targets)
-    figure, panels = panel_grid(len(shown), columns=2, width=6.0, height=3.4)
-    for axes, target in zip(panels, shown):
-        rows = criticality[criticality["target"] == target]
-        lines = []
-        for init in ("PT", "RIT"):
-            values = rows[rows["init"] == init].groupby("module")["criticality"].mean()
-            if not values.empty:
-                lines.append((INIT_LABELS[init], color_of(init), values))
-        modules = list(dict.fromkeys(rows["module"]))
-        _module_panel(axes, target, modules, "criticality (alpha^2 ||delta||^2 / sigma^2)", lines)
-        finite = rows["criticality"].to_numpy(float)
-        finite = finite[np.isfinite(finite)]
-        if finite.size and (finite > 0).all():
-            axes.set_yscale("log")
-    return figure
-
-
-def plot_conv1_paths(paths: pd.DataFrame, targets: list[str], tasks: dict[str, str]) -> Figure:
-    """Fig. 6: conv1's test metric over (distance from its initial value, noise sigma), for the
-    direct path and the path of training checkpoints; one row per target, one colour bar each."""
-    path_names = list(dict.fromkeys(paths["path"]))
-    shown = _shown(paths, targets)
-    columns = [(init, path) for init in ("PT", "RIT") for path in path_names]
-    figure, panels = panel_grid(
-        len(shown) * len(columns), columns=len(columns), width=3.3, height=2.9
-    )
-    for row, target in enumerate(shown):
-        scale = metric_scale(tasks[target])
-        row_axes, image = panels[row * len(columns) : (row + 1) * len(columns)], None
-        for axes, (init, path) in zip(row_axes, columns):
-            rows = paths[
-                (paths["target"] == target) & (paths["init"] == init) & (paths["path"] == path)
-            ]
-            axes.set_title(f"{target} {INIT_LABELS[init]}: {path} path", fontsize=9)
-            axes.set_xlabel("l2 distance of conv1 from its init", fontsize=8)
-            axes.set_ylabel("noise sigma", fontsize=8)
-            if rows.empty:
-                axes.text(0.5, 0.5, "not run", ha="center", va="center", transform=axes.transAxes)
-                continue
-            grid = rows.pivot_table(index="sigma", columns="distance", values="metric")
-            grid = grid.sort_index().sort_index(axis=1) * scale
-            x, y = grid.columns.to_numpy(float), grid.index.to_numpy(float)
-            image = axes.pcolormesh(
-                x, y, grid.to_numpy(float), shading="nearest", cmap=_HEATMAP, vmin=0, vmax=scale
-            )
-            axes.set_yticks(y, [f"{sigma:g}" for sigma in y])  # exactly the noise levels run
-        if image is not None:
-            figure.colorbar(image, ax=row_axes, label=metric_axis_label(tasks[target]), shrink=0.9)
     return figure

@@ -5,7 +5,6 @@ Each compares the mean over a pair's rows (seed pairs) of one table column, per 
 
 from __future__ import annotations
 
-import re
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -13,7 +12,8 @@ import pandas as pd
 
 from transferlens.report.findings_core import Finding, FindingContext, not_run
 from transferlens.report.formatting import format_interval
-from transferlens.results import main_runs
+from transferlens.report.units import StudyUnits, study_units, table_units
+from transferlens.results import lower_units, main_runs
 
 
 @dataclass(frozen=True)
@@ -155,16 +155,24 @@ def barrier_higher(ctx: FindingContext) -> Finding:
     return Finding(key, statement, all(c.holds for c in found), evidence, ("interpolation",))
 
 
-_LOWER_MODULE = re.compile(r"^(conv1|layer1)(\.|$)")
-
-
 def lower_modules(modules: list[str]) -> list[str]:
-    """The stem and first stage (``conv1``, ``layer1.*``); else the lowest third, head excluded."""
-    lower = [module for module in modules if _LOWER_MODULE.match(module)]
-    if lower:
-        return lower
-    body = modules[:-1] if len(modules) > 1 else modules
-    return body[: max(1, len(body) // 3)]
+    """The units of depth below 1/3 of ``modules`` in model order
+    (:func:`transferlens.results.lower_units`): what ``module_map.csv``'s ``lower``
+    column says, for tables written without it (a ResNet-10: ``conv1, layer1.0``)."""
+    return lower_units(modules)
+
+
+def _rewound_lower(rows: pd.DataFrame, mapped: StudyUnits | None) -> tuple[list[str], pd.DataFrame]:
+    """The lower modules among the rewound rows of one model, and those rows.
+
+    The map's ``lower`` units decide when ``module_map.csv`` exists; otherwise the rule
+    runs on the rewound modules in the table's order (the whole-network row, which
+    rewinds nothing, is no module).
+    """
+    rewound = rows[rows["rewind_metric"].notna()]
+    modules = table_units(rewound)
+    lower = [m for m in modules if m in mapped.lower] if mapped else lower_modules(modules)
+    return lower, rewound[rewound["module"].isin(lower)]
 
 
 def rewind_costs_rit_more(ctx: FindingContext) -> Finding:
@@ -177,7 +185,9 @@ def rewind_costs_rit_more(ctx: FindingContext) -> Finding:
     if runs is None:
         return not_run(key, statement, "runs.csv (the un-rewound metric) is missing", sections)
     baseline = main_runs(runs).groupby(["target", "init"])["final_test_metric"].mean()
-    parts, verdicts = [], []
+    units = study_units(ctx.results)
+    mapped = units if units is not None and units.from_map else None
+    parts, verdicts, unmapped = [], [], False
     for target in ctx.targets:
         rows = criticality[criticality["target"] == target]
         costs = {}
@@ -185,10 +195,11 @@ def rewind_costs_rit_more(ctx: FindingContext) -> Finding:
             init_rows = rows[rows["init"] == init]
             if init_rows.empty or (target, init) not in baseline.index:
                 continue
-            modules = list(dict.fromkeys(init_rows["module"]))
-            lower = lower_modules(modules)
-            rewound = init_rows[init_rows["module"].isin(lower)]["rewind_metric"].mean()
-            costs[init] = (float(baseline[(target, init)] - rewound), lower)
+            lower, rewound = _rewound_lower(init_rows, mapped)
+            if not lower:
+                unmapped = True
+                continue
+            costs[init] = (float(baseline[(target, init)] - rewound["rewind_metric"].mean()), lower)
         if len(costs) < 2:
             continue
         holds = costs["RIT"][0] > costs["PT"][0]
@@ -199,9 +210,10 @@ def rewind_costs_rit_more(ctx: FindingContext) -> Finding:
             f"vs P-T {ctx.points(target, costs['PT'][0])}"
         )
     if not verdicts:
-        return not_run(
-            key, statement, "criticality.csv/runs.csv lack P-T and RI-T of a target", sections
-        )
+        why = "criticality.csv/runs.csv lack P-T and RI-T of a target"
+        if unmapped and mapped is not None:
+            why = f"criticality.csv rewinds none of the lower modules ({', '.join(mapped.lower)})"
+        return not_run(key, statement, why, sections)
     return Finding(
         key, statement, all(verdicts), "mean over lower modules: " + "; ".join(parts), sections
     )

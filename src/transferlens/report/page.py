@@ -24,19 +24,18 @@ from transferlens.report.blocks import Section, SectionContext
 from transferlens.report.findings import Finding, findings_from_results
 from transferlens.report.gallery import ImageLoader, load_test_images
 from transferlens.report.provenance import RUN_COLUMNS, Provenance, collect_provenance, total_time
-from transferlens.report.sections_analysis import (
-    CKA,
-    CRITICALITY,
-    DISTANCE,
-    INTERPOLATION,
-    MISTAKES,
-)
+from transferlens.report.sections_analysis import CKA, DISTANCE, INTERPOLATION, MISTAKES
+from transferlens.report.sections_criticality import CRITICALITY
+from transferlens.report.sections_model import MODULE_MAP
 from transferlens.report.sections_training import PRETRAIN, REUSE, TRAINING
 from transferlens.report.tables import StudyResults, load_results, ordered_targets, target_tasks
 from transferlens.results import RESULTS_DIR
 
-# In the order of the paper.
-SECTIONS = (TRAINING, REUSE, MISTAKES, CKA, DISTANCE, INTERPOLATION, CRITICALITY, PRETRAIN)
+# In the order of the paper, then the network's module map (what "unit", "stage" and
+# "lower modules" mean in the sections above).
+SECTIONS = (
+    TRAINING, REUSE, MISTAKES, CKA, DISTANCE, INTERPOLATION, CRITICALITY, PRETRAIN, MODULE_MAP,
+)  # fmt: skip
 
 
 def _template(name: str) -> str:
@@ -52,8 +51,10 @@ def render_page(
     findings: list[Finding],
     sections: list[Section],
     provenance: Provenance,
+    lower_rule: str | None = None,
 ) -> str:
-    """The HTML of the page (CSS inlined; every value escaped)."""
+    """The HTML of the page (CSS inlined; every value escaped); ``lower_rule`` states which
+    units are the lower modules, under the findings."""
     environment = jinja2.Environment(autoescape=True, undefined=jinja2.StrictUndefined)
     template = environment.from_string(_template("index.html"))
     section_titles = {section.id: section.title for section in sections}
@@ -71,6 +72,7 @@ def render_page(
         provenance=provenance,
         run_columns=RUN_COLUMNS,
         total_time=total_time(provenance),
+        lower_rule=lower_rule,
     )
 
 
@@ -122,6 +124,9 @@ def build_report(
         loader = image_loader if image_loader is not None else load_test_images
         ctx = SectionContext(results, targets, tasks, staging, loader)
         sections = [kind.build(ctx) for kind in SECTIONS]
+        lower_rule = None  # stated under the findings when the rewinding finding is decided
+        if ctx.units is not None and results.get("criticality") is not None:
+            lower_rule = f"{ctx.units.lower_rule()} (units from {ctx.units.source})"
         html = render_page(
             title=_study_title(results),
             results=results,
@@ -132,6 +137,7 @@ def build_report(
             provenance=collect_provenance(
                 results.study, results.get("runs"), results.get("provenance")
             ),
+            lower_rule=lower_rule,
         )
         atomic_write_text(staging / "index.html", html)
         _swap_into_place(staging, output)

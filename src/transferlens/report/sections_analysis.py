@@ -1,11 +1,13 @@
 """Report sections of the analyses between models: mistakes (with the image gallery), CKA,
-parameter distances, interpolation barriers and module criticality."""
+parameter distances and interpolation barriers (module criticality:
+:mod:`transferlens.report.sections_criticality`)."""
 
 from __future__ import annotations
 
 import pandas as pd
 
 from transferlens.report.blocks import (
+    NoteBlock,
     Section,
     SectionContext,
     SectionKind,
@@ -14,16 +16,13 @@ from transferlens.report.blocks import (
 from transferlens.report.figures_analysis import (
     plot_cka_layers,
     plot_cka_matrices,
-    plot_conv1_paths,
-    plot_criticality,
     plot_distance_modules,
+    plot_distance_stages,
     plot_interpolation,
     plot_kappa,
-    plot_rewind_heatmap,
 )
 from transferlens.report.formatting import (
     format_interval,
-    format_metric,
     format_metric_difference,
     format_number,
 )
@@ -34,11 +33,6 @@ from transferlens.report.seed_pairs import (
     seeds_by_model,
     table_labels,
 )
-
-
-def _general(value: object) -> str:
-    """Three significant digits (criticality spans orders of magnitude), ``n/a`` if empty."""
-    return "n/a" if pd.isna(value) else f"{float(value):.3g}"  # type: ignore[arg-type]
 
 
 def _count(value: object) -> str:
@@ -100,11 +94,59 @@ def _fill_mistakes(ctx: SectionContext, section: Section) -> None:
     gallery_blocks(ctx, section, seeds)
 
 
+# How ``cka_layers.csv``'s ``reduction`` turned a layer's output into features.
+REDUCTIONS = {
+    "flatten": "feature maps flattened (all C x H x W values)",
+    "tokens=all": "token outputs [T, D] flattened to T x D features (tokens=all)",
+    "tokens=cls": "the class token (token 0) alone (tokens=cls)",
+    "tokens=mean": "the mean over the tokens (tokens=mean)",
+    "as is": "used as they are (one vector per example)",
+}
+
+
+def _cka_layer_blocks(ctx: SectionContext, section: Section) -> None:
+    """Where each compared layer sits, its per-example shape and how it became features."""
+    layers = ctx.layers
+    if layers is None:
+        return
+    table = layers.table
+    stated = "; ".join(
+        f"{', '.join(names)}: {REDUCTIONS.get(reduction, reduction)}"
+        for reduction, names in layers.reductions().items()
+    )
+    section.blocks.append(NoteBlock(f"Features compared at each layer: {stated}."))
+    rows = [
+        [
+            str(layer), _text(table.loc[layer, "stage"]), format_number(table.loc[layer, "depth"]),
+            _text(table.loc[layer, "shape"]), _text(table.loc[layer, "reduction"]),
+            _count(table.loc[layer, "features"]),
+        ]
+        for layer in layers.order(table.index)
+    ]  # fmt: skip
+    section.blocks.append(
+        TableBlock(
+            "The compared layers (results/cka_layers.csv), input to output: the unit's stage "
+            "and depth, the output's shape per example and the features CKA compares.",
+            ["layer", "stage", "depth", "shape per example", "reduction", "features"],
+            rows,
+        )
+    )
+
+
+def _text(value: object) -> str:
+    return "n/a" if pd.isna(value) else str(value)  # type: ignore[arg-type]
+
+
 def _fill_cka(ctx: SectionContext, section: Section) -> None:
     cka = ctx.results.tables["cka"]
+    order = ctx.layers.order(cka["layer"].dropna()) if ctx.layers else None
+    labels = ctx.layers.labels() if ctx.layers else None
+    _cka_layer_blocks(ctx, section)
     for target in ctx.targets_in(cka):
         rows = cka[cka["target"] == target]
-        layers = list(dict.fromkeys(rows["layer"]))
+        layers = [
+            layer for layer in order or dict.fromkeys(rows["layer"]) if layer in set(rows["layer"])
+        ]
         means = rows.groupby(["pair", "layer"])[["cka", "cka_low", "cka_high"]].mean()
         table = []
         for pair in pair_order(rows):
@@ -118,13 +160,14 @@ def _fill_cka(ctx: SectionContext, section: Section) -> None:
         section.blocks.append(
             TableBlock(f"{target}: CKA per layer [interval].", ["pair", *layers], table)
         )
+    ordered = " by depth, stage in brackets where it is not the layer's own name" if order else ""
     section.blocks.append(
         ctx.figure(
-            plot_cka_layers(cka, ctx.targets),
+            plot_cka_layers(cka, ctx.targets, order, labels),
             "cka_layers",
-            "CKA per layer for each pair of models; bands are the intervals. Each panel's "
-            "y axis is scaled to its values with a margin (it does not span 0 to 1), so "
-            "differences near 1 stay visible.",
+            f"CKA per layer (input to output{ordered}) for each pair of models; bands are the "
+            "intervals. Each panel's y axis is scaled to its values with a margin (it does "
+            "not span 0 to 1), so differences near 1 stay visible.",
         )
     )
     matrix = ctx.results.get("cka_matrix")
@@ -133,7 +176,7 @@ def _fill_cka(ctx: SectionContext, section: Section) -> None:
         return
     section.blocks.append(
         ctx.figure(
-            plot_cka_matrices(matrix, ctx.targets),
+            plot_cka_matrices(matrix, ctx.targets, order),
             "cka_matrix",
             "CKA between every layer of the pair's first model (rows) and every layer of its "
             "second (columns); one row of panels per target.",
@@ -159,11 +202,43 @@ def _fill_distance(ctx: SectionContext, section: Section) -> None:
     if (distance["module"] != "all").any():
         section.blocks.append(
             ctx.figure(
-                plot_distance_modules(distance, ctx.targets),
+                plot_distance_modules(distance, ctx.targets, ctx.unit_order(), ctx.unit_stages()),
                 "distance_modules",
-                "l2 distance per module, from the bottom of the network (left) to the top.",
+                "l2 distance per unit, from the input side of the network (left) to the "
+                "output; stages are named along the top where they hold several units.",
             )
         )
+    stages = ctx.results.get("distance_stages")
+    if stages is not None:
+        _add_stages(ctx, section, stages)
+
+
+def _add_stages(ctx: SectionContext, section: Section, stages: pd.DataFrame) -> None:
+    """Distance per stage: the figure and its table (n/a: a unit of the stage was left
+    out, e.g. the head, which P and P-T do not share)."""
+    order = ctx.units.stage_names if ctx.units and ctx.units.from_map else None
+    section.blocks.append(
+        ctx.figure(
+            plot_distance_stages(stages, ctx.targets, order),
+            "distance_stages",
+            "l2 distance per stage: the square root of the sum of its units' squared l2 "
+            "distances (no point where a unit of the stage is not shared by the pair).",
+        )
+    )
+    names = [n for n in order or dict.fromkeys(stages["stage"]) if n in set(stages["stage"])]
+    means = stages.groupby(["target", "pair", "stage"])["l2"].mean()
+    rows = [
+        [target, pair, *[format_number(means.get((target, pair, name)), 2) for name in names]]
+        for target in ctx.targets_in(stages)
+        for pair in pair_order(stages[stages["target"] == target])
+    ]
+    section.blocks.append(
+        TableBlock(
+            "l2 distance per stage (mean over seed pairs; n/a: a unit was left out).",
+            ["target", "pair", *names],
+            rows,
+        )
+    )
 
 
 def _fill_interpolation(ctx: SectionContext, section: Section) -> None:
@@ -204,74 +279,6 @@ def _fill_interpolation(ctx: SectionContext, section: Section) -> None:
     )
 
 
-def _add_rewinding(ctx: SectionContext, section: Section, criticality: pd.DataFrame) -> None:
-    """The rewinding heatmap, the criticality per module and their table (paper Fig. 5)."""
-    section.blocks.append(
-        ctx.figure(
-            plot_rewind_heatmap(criticality, ctx.targets, ctx.tasks),
-            "rewind_heatmap",
-            "Test metric after rewinding each module (rows) of each model (columns).",
-        )
-    )
-    section.blocks.append(
-        ctx.figure(
-            plot_criticality(criticality, ctx.targets),
-            "criticality",
-            "Criticality per module (higher = the module cannot move back or take noise).",
-        )
-    )
-    rows = []
-    for target in ctx.targets:
-        chosen = criticality[criticality["target"] == target]
-        columns = ["rewind_metric", "criticality", "alpha", "sigma"]
-        means = chosen.groupby(["module", "init"], sort=False)[columns].mean()
-        for module in dict.fromkeys(chosen["module"]):
-            cells = [target, module]
-            for init in ("PT", "RIT"):
-                if (module, init) not in means.index:
-                    cells += ["n/a", "n/a"]
-                    continue
-                row = means.loc[(module, init)]
-                cells += [
-                    format_metric(row["rewind_metric"], ctx.tasks[target]),
-                    f"{_general(row['criticality'])} (alpha {format_number(row['alpha'])}, "
-                    f"sigma {format_number(row['sigma'])})",
-                ]
-            rows.append(cells)
-    section.blocks.append(
-        TableBlock(
-            "Rewound metric and criticality (with its minimising alpha and sigma) per module.",
-            [
-                "target",
-                "module",
-                "P-T rewound",
-                "P-T criticality",
-                "RI-T rewound",
-                "RI-T criticality",
-            ],
-            rows,
-        )
-    )
-
-
-def _fill_criticality(ctx: SectionContext, section: Section) -> None:
-    criticality, paths = ctx.results.get("criticality"), ctx.results.get("criticality_path")
-    if criticality is None:
-        section.missing_note("criticality", "the rewinding heatmap and the criticality values")
-    else:
-        _add_rewinding(ctx, section, criticality)
-    if paths is None:
-        section.missing_note("criticality_path", "the conv1 picture over (distance, sigma)")
-        return
-    caption = (
-        "conv1: test metric over the distance from its initial value (x) and the noise sigma "
-        "(y, ticked at exactly the noise levels run), along the direct path and along the "
-        "training checkpoints."
-    )
-    figure = plot_conv1_paths(paths, ctx.targets, ctx.tasks)
-    section.blocks.append(ctx.figure(figure, "conv1_paths", caption))
-
-
 MISTAKES = SectionKind(
     "mistakes",
     "Common and uncommon mistakes",
@@ -286,8 +293,9 @@ MISTAKES = SectionKind(
 CKA = SectionKind(
     "cka",
     "Feature similarity (CKA)",
-    "Linear CKA between the outputs of the same layer in two models (paper Table 1), "
-    "brackets are intervals; then CKA between every pair of layers.",
+    "Linear CKA between the features of the same layer in two models (paper Table 1): a "
+    "layer's output, or its input for a name ending in ':in' (the head's input holds the "
+    "pooled features); brackets are intervals. Then CKA between every pair of layers.",
     tables=("cka",),
     fill=_fill_cka,
 )
@@ -295,8 +303,8 @@ CKA = SectionKind(
 DISTANCE = SectionKind(
     "distance",
     "Parameter distances",
-    "l2 distance between the parameter vectors of two models, whole network (paper Table 2) "
-    "and per module.",
+    "l2 distance between the parameter vectors of two models, whole network (paper Table 2), "
+    "per unit of the module map and per stage.",
     tables=("distance",),
     fill=_fill_distance,
 )
@@ -308,15 +316,4 @@ INTERPOLATION = SectionKind(
     "Fig. 4). The barrier is the largest drop below the straight line between the ends.",
     tables=("interpolation", "barriers"),
     fill=_fill_interpolation,
-)
-
-CRITICALITY = SectionKind(
-    "criticality",
-    "Module criticality",
-    "Rewinding one module to its initial value, every other module final (paper Fig. 5), "
-    "and Chatterji et al.'s criticality mu_i = min alpha^2 ||theta_f - theta_0||^2 / sigma^2 "
-    "over the (alpha, sigma) whose noisy, partly rewound network keeps the training loss; "
-    "then conv1's test metric over (distance from its init, noise sigma) (paper Fig. 6).",
-    tables=("criticality", "criticality_path"),
-    fill=_fill_criticality,
 )

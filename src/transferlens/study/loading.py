@@ -91,7 +91,7 @@ def check_weights_source(study: StudySpec, source: str) -> None:
     if weights is None or not Path(weights).is_file():
         return  # absent: a path problem (path_problems)
     try:
-        check_weights_file(weights, study.model.name, study.model.kwargs)
+        check_weights_file(weights, study.model.name, study.model.kwargs, study.model.modules)
     except UserInputError as error:
         raise UserInputError(f"{source}: source.weights: {error}") from None
 

@@ -178,6 +178,8 @@ class _Planner:
         fields: dict[str, Any] = {
             "model": self.study.model.name,
             "model_kwargs": dict(self.study.model.kwargs),
+            # None (derived map) is left out of the run id (TrainSpec.OFF_BY_DEFAULT).
+            "model_modules": self.study.model.modules,
             "data": data.model_dump(mode="json"),
             "init": init.model_dump(mode="json"),
             "seed": seed,

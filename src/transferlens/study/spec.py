@@ -38,10 +38,22 @@ ScalarValue = int | float | str | bool | None
 
 
 class ModelSettings(StrictModel):
-    """The network every run of the study trains (``kwargs`` go to ``build_model``)."""
+    """The network every run of the study trains (``kwargs`` go to ``build_model``).
+
+    ``name``: a registered model, ``timm:<name>``, ``hf:<model id or folder>``, or your
+    own class or factory function as ``mypkg.models:CifarResNet`` or
+    ``path/to/file.py:CifarResNet`` (imported from the current directory). ``modules``:
+    the model's units for the module map (module names or globs from input to output,
+    the head last, or ``{stage: [...]}``); default: derived from the model.
+    """
 
     name: str = Field(min_length=1)
     kwargs: dict[str, ScalarValue | list[int]] = Field(default_factory=dict)
+    modules: list[str] | dict[str, list[str]] | None = Field(
+        default=None,
+        description="the model's units: module names or globs from input to output, the "
+        "head last, or {stage: [...]} (default: derived from the model)",
+    )
 
     @model_validator(mode="before")
     @classmethod
@@ -385,16 +397,29 @@ def _check_checkpoint_epochs(study: StudySpec, source: str) -> None:
 
 
 def _check_model_kwargs(study: StudySpec, source: str) -> None:
-    """Build the model on the meta device: checks its keyword arguments, allocates nothing."""
+    """Build the model on the meta device: checks its keyword arguments, that it returns
+    an ``nn.Module`` and that ``modules`` (when given) cover every parameter exactly
+    once; allocates nothing."""
     import torch
 
     from transferlens.models import build_model
+    from transferlens.models.module_map import module_map
 
     kwargs = dict(study.model.kwargs)
     if any(key in kwargs for key in ("weights", "pretrained")):
         return  # building would load weights; TrainSpec checks these when the run starts
     try:
-        with torch.device("meta"):
-            build_model(study.model.name, 2, **kwargs)
+        try:
+            with torch.device("meta"):
+                model = build_model(study.model.name, 2, **kwargs)
+        except (NotImplementedError, RuntimeError):
+            # A user's class that computes with its tensors while it is built: on the CPU.
+            with torch.random.fork_rng(devices=[]):
+                model = build_model(study.model.name, 2, **kwargs)
     except UserInputError as error:
         raise UserInputError(f"{source}: model: {error}") from None
+    if study.model.modules is not None:
+        try:
+            module_map(model, study.model.modules)
+        except UserInputError as error:
+            raise UserInputError(f"{source}: model.modules: {error}") from None

@@ -4,7 +4,9 @@ For every non-random init the model is built as for a random one, every non-head
 weight is loaded from the source (``models.load_backbone``, which refuses a backbone
 that does not fit) and the head is re-created by ``models.reset_head`` from its own
 seed. So P-T at epoch 0 differs from P only in the head, and two P-T runs with the
-same seed start from identical weights. A P-T run's source folder is
+same seed start from identical weights. The head is the module map's classifier when
+the spec gives the model's units (``model_modules``), else the one
+``models.head_prefix`` finds by name. A P-T run's source folder is
 ``RunInit.source_dir()``: a relative ``init.run`` is found in the runs folder the
 caller gave (``TrainSpec.with_runs_dir``), never through the working directory.
 """
@@ -56,6 +58,28 @@ def _source_state(spec: TrainSpec) -> dict[str, torch.Tensor]:
     return load_state_dict(source, init.epoch, where="init.epoch")
 
 
+def head_of(spec: TrainSpec, model: nn.Module) -> str | None:
+    """The head P-T replaces: the classifier of the map ``spec.model_modules`` gives, or
+    None (``models.head_prefix`` finds it by name)."""
+    if spec.model_modules is None:
+        return None
+    from transferlens.models.module_map import module_map
+
+    try:
+        return module_map(model, spec.model_modules).classifier
+    except UserInputError as error:
+        raise UserInputError(f"model_modules: {error}") from None
+
+
+def reset_head_at(model: nn.Module, head: str | None, num_classes: int, seed: int) -> None:
+    """``models.reset_head`` for the head ``head`` (the classifier of the map
+    ``spec.model_modules`` gives), or the one ``models.head_prefix`` finds when None."""
+    try:
+        models.reset_head(model, num_classes, seed=seed, head=head)
+    except UserInputError as error:
+        raise UserInputError(f"model_modules: {error}" if head else str(error)) from None
+
+
 def initial_model(spec: TrainSpec, num_classes: int) -> nn.Module:
     """The epoch-0 model of ``spec`` on the CPU (see the module docstring)."""
     init = spec.init
@@ -66,10 +90,12 @@ def initial_model(spec: TrainSpec, num_classes: int) -> nn.Module:
     if isinstance(init, PretrainedInit):
         kwargs.update(init.build_kwargs(spec.model))
         model = _build_seeded(spec.model, num_classes, kwargs, seed)
+        head = head_of(spec, model)
     else:
         # Check the source first: a bad path should fail before any model is built.
         state = _source_state(spec)
         model = _build_seeded(spec.model, num_classes, kwargs, seed)
-        models.load_backbone(model, state)
-    models.reset_head(model, num_classes, seed=derive_seed(spec.seed, "head") % 2**63)
+        head = head_of(spec, model)
+        models.load_backbone(model, state, head=head)
+    reset_head_at(model, head, num_classes, derive_seed(spec.seed, "head") % 2**63)
     return model

@@ -21,12 +21,15 @@ import re
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-from pydantic import ConfigDict, Field, PrivateAttr, field_validator
+import yaml
+from pydantic import ConfigDict, Field, PrivateAttr, field_validator, model_serializer
 
 from transferlens.data.spec import DataSpec
 from transferlens.validation import StrictModel
 
 ScalarValue = int | float | str | bool | None
+# Families whose pre-trained weights a ``pretrained: true`` keyword loads.
+PRETRAINED_FAMILIES = ("timm:", "hf:")
 DEVICE_PATTERN = re.compile(r"^(auto|cpu|cuda(:\d+)?|mps)$")
 # Fields that change where or how fast a run goes, never what it computes: a resumed
 # run may differ in them from the run it continues (as may data.root, where the same
@@ -35,7 +38,9 @@ EXECUTION_FIELDS = ("num_workers", "eval_batch_size", "device")
 # Fields added after run folders existed, with the value that switches them off. At that
 # value they are left out of a spec's identity and resume checks, so a folder written
 # before the field existed still names (and resumes) the same run.
-OFF_BY_DEFAULT: dict[str, Any] = {"warmup_epochs": 0, "grad_clip_norm": None}
+OFF_BY_DEFAULT: dict[str, Any] = {"warmup_epochs": 0, "grad_clip_norm": None, "model_modules": None}
+# A module map a user gives: unit names or globs, or {stage: [names or globs]}.
+ModulesValue = list[str] | dict[str, list[str]]
 
 
 class RandomInit(StrictModel):
@@ -86,10 +91,11 @@ class FileInit(StrictModel):
 
 
 class PretrainedInit(StrictModel):
-    """Start from the model's own pre-trained weights (torchvision or timm).
+    """Start from the model's own pre-trained weights (torchvision, timm or Hugging Face).
 
     ``kwargs`` are added to the model's keyword arguments when it is built; by default
-    ``{"pretrained": true}`` for ``timm:`` models and ``{"weights": "DEFAULT"}`` otherwise.
+    ``{"pretrained": true}`` for ``timm:`` and ``hf:`` models and ``{"weights": "DEFAULT"}``
+    otherwise.
     """
 
     kind: Literal["pretrained"]
@@ -100,7 +106,9 @@ class PretrainedInit(StrictModel):
     def build_kwargs(self, model: str) -> dict[str, Any]:
         if self.kwargs is not None:
             return dict(self.kwargs)
-        return {"pretrained": True} if model.startswith("timm:") else {"weights": "DEFAULT"}
+        if model.startswith(PRETRAINED_FAMILIES):
+            return {"pretrained": True}
+        return {"weights": "DEFAULT"}
 
 
 InitSpec = Annotated[RandomInit | RunInit | FileInit | PretrainedInit, Field(discriminator="kind")]
@@ -113,10 +121,17 @@ class TrainSpec(StrictModel):
 
     model: str = Field(
         min_length=1,
-        description="model registry name, e.g. fixup_resnet10 (transferlens list models)",
+        description="model registry name, e.g. fixup_resnet10 (transferlens list models), "
+        "timm:<name>, hf:<model id or folder>, or your own class or function as "
+        "mypkg.models:CifarResNet or path/to/file.py:CifarResNet",
     )
     model_kwargs: dict[str, ScalarValue | list[int]] = Field(
         default_factory=dict, description="model keyword argument, e.g. stem=cifar"
+    )
+    model_modules: ModulesValue | None = Field(
+        default=None,
+        description="the model's units (module names or globs, input to output, head last; "
+        "or {stage: [...]}): its head is the one P-T replaces (default: found by name)",
     )
     data: DataSpec = Field(description="the data set to train and evaluate on (data keys)")
     init: InitSpec = Field(default_factory=RandomInit, description="how the weights start")
@@ -161,6 +176,26 @@ class TrainSpec(StrictModel):
         if any(b <= a for a, b in zip(milestones, milestones[1:])):
             raise ValueError("milestones must be strictly increasing")
         return milestones
+
+    @field_validator("model_modules", mode="before")
+    @classmethod
+    def _modules_from_text(cls, modules: Any) -> Any:
+        # A command-line flag gives text: read it as YAML ("[conv1, layer*, linear]").
+        if isinstance(modules, str):
+            try:
+                return yaml.safe_load(modules)
+            except yaml.YAMLError:
+                return modules
+        return modules
+
+    @model_serializer(mode="wrap")
+    def _without_unset_modules(self, handler: Any) -> dict[str, Any]:
+        # Unset, ``model_modules`` is not written at all: a spec.json written now is byte
+        # for byte the one written before the field existed (provenance hashes the file).
+        data = handler(self)
+        if self.model_modules is None and isinstance(data, dict):
+            data.pop("model_modules", None)
+        return data
 
     @field_validator("device")
     @classmethod

@@ -22,6 +22,7 @@ from torch.utils.data import DataLoader, Subset
 from transferlens.results import RESULTS_DIR, SOURCE, main_runs, seed_pairs, table_path
 
 if TYPE_CHECKING:  # the study's modules import the analyses registry: no cycle at run time
+    from transferlens.models.module_map import ModuleMap
     from transferlens.study.plan import Plan, PlannedRun
     from transferlens.study.store import StudyStore
 
@@ -75,6 +76,26 @@ class StudyContext:
             entry = found.setdefault(meta.target, TargetModels(meta.target))
             (entry.pt if meta.init == "PT" else entry.rit)[meta.seed] = run
         return found
+
+    @cached_property
+    def module_map(self) -> ModuleMap | None:
+        """The module map of the study's architecture (every model of a study shares it),
+        derived once from the first main model, from the study's ``model: {modules:
+        [...]}`` when given; None while no main run is complete."""
+        import torch
+
+        from transferlens.models.module_map import module_map
+        from transferlens.train import load_model
+
+        if not self.targets:
+            return None
+        reference = next(iter(self.targets.values())).reference_run
+        modules = getattr(self.plan.study.model, "modules", None)
+        # Loaded apart from the model cache, the global RNG left as it was: the analyses
+        # load (and so build) their models exactly as before the map existed.
+        with torch.random.fork_rng(devices=[]):
+            model = load_model(self.store.run_dir(reference.run_id), "final")
+        return module_map(model, modules)
 
     def model(self, run: PlannedRun, epoch: int | str = "final") -> nn.Module:
         from transferlens.train import load_model

@@ -1,11 +1,13 @@
-"""Study adapter of module criticality: each module of the first seed's P-T and RI-T
-model, and the rewinding paths of ``conv1`` through the saved checkpoints."""
+"""Study adapter of module criticality: each unit of the study's module map in the first
+seed's P-T and RI-T model, and the rewinding paths of one unit (``path_module``, by
+default the map's first: ``conv1`` for a ResNet) through the saved checkpoints."""
 
 from __future__ import annotations
 
 from collections.abc import Callable
 
 import pandas as pd
+from torch import nn
 
 from transferlens.study.analyses.context import StudyContext, concat
 from transferlens.study.analyses.settings import CriticalitySettings
@@ -34,6 +36,7 @@ def analyse_criticality(
             run = runs[min(runs)]  # the first seed, as the paper shows one model per init
             step = prefixed(progress, f"{target} {init} ")
             final, start = context.model(run), context.model(run, 0)
+            check_path_module(final, settings.path_module, context)
             table = module_criticality(
                 final,
                 start,
@@ -44,6 +47,7 @@ def analyse_criticality(
                 n_noise=settings.n_noise,
                 tolerance=settings.tolerance,
                 metric_loader=test_loader,
+                modules=context.module_map,
                 progress=step,
             ).to_frame()
             tables.append(table.assign(target=target, init=init))
@@ -54,10 +58,25 @@ def analyse_criticality(
                 checkpoints,
                 test_loader,
                 task,
-                module="conv1",
+                module=settings.path_module,
+                modules=context.module_map,
                 n_points=settings.path_points,
                 sigmas=list(settings.path_sigmas),
                 progress=step,
             ).to_frame()
             paths.append(grid.assign(target=target, init=init))
     return {"criticality": concat(tables), "criticality_path": concat(paths)}
+
+
+def check_path_module(model: nn.Module, path_module: str | None, context: StudyContext) -> None:
+    """Refuse a ``path_module`` the model does not have before any search begins (one
+    line naming the setting), rather than after the criticality of every unit."""
+    from transferlens.analysis.statedict import check_modules, unit_of
+    from transferlens.errors import UserInputError
+
+    if path_module is None:
+        return
+    try:
+        check_modules(model.state_dict(), dict([unit_of(path_module, context.module_map)]))
+    except UserInputError as error:
+        raise UserInputError(f"analyses.criticality.path_module: {error}") from None

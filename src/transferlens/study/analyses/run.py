@@ -2,7 +2,9 @@
 
 Called by the runner once every training run is complete. The global RNG is seeded
 once, then the requested analyses run in the registry's order (:data:`ANALYSES`),
-each writing its tables atomically under ``<study>/results/``; the test images the
+each writing its tables atomically under ``<study>/results/``. Before them,
+``module_map.csv`` records the study's module map (the units every analysis reports,
+:attr:`StudyContext.module_map`) once a main run is complete; the test images the
 mistakes gallery shows are exported last. An analysis whose inputs (its settings
 and the complete runs) have not changed since its tables were written is skipped
 (``results/analyses_manifest.json``), so a re-run is cheap.
@@ -47,6 +49,7 @@ LEADING = {
     "cka": ("target", "pair", "layer"),
     "cka_matrix": ("target", "pair", "layer_a", "layer_b"),
     "distance": ("target", "pair", "module"),
+    "distance_stages": ("target", "pair", "stage"),
     "interpolation": ("target", "pair", "lam"),
     "barriers": ("target", "pair"),
     "criticality": ("target", "init", "module"),
@@ -80,6 +83,15 @@ def requested_analyses(plan: Plan) -> list[tuple[str, AnalysisSettings]]:
     return [(name, given[name]) for name in ANALYSES if name in given]
 
 
+def write_module_map(context: StudyContext, results_dir: Path) -> None:
+    """``results/module_map.csv`` (unit, stage, depth, lower, members) when a main run is
+    complete; the report reads the units and the "lower" ones from it."""
+    if context.module_map is None:
+        return
+    frame = context.module_map.to_frame()
+    atomic_write_text(table_path(results_dir, "module_map"), frame.to_csv(index=False))
+
+
 def run_analyses(
     plan: Plan,
     store: StudyStore,
@@ -101,6 +113,7 @@ def run_analyses(
     results_dir = Path(store.results_dir)
     manifest_path = results_dir / MANIFEST
     manifest = json.loads(manifest_path.read_text()) if manifest_path.exists() else {}
+    write_module_map(context, results_dir)
     torch.manual_seed(0)  # analyses draw their own seeded noise; this fixes anything else
     for number, (name, settings) in enumerate(requested, 1):
         stamp = fingerprint(context, name, settings)

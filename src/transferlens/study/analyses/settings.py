@@ -7,6 +7,8 @@ values the study adapters have always used: changing one changes every result ta
 
 from __future__ import annotations
 
+from typing import Literal
+
 from pydantic import Field
 
 from transferlens.validation import StrictModel
@@ -36,14 +38,24 @@ class MistakesSettings(AnalysisSettings):
 class CkaSettings(AnalysisSettings):
     """Feature similarity (paper Table 2): minibatch CKA per layer, and the layer matrix."""
 
-    layers: list[str] | None = Field(default=None, description="None = the model's stages")
+    layers: list[str] | None = Field(
+        default=None,
+        description="None = each stage's output and the classifier's input (the module "
+        "map's); a name, name:in (its input) or name:out.<key> (a part of its output)",
+    )
     n_bootstrap: int = Field(default=200, ge=0)
     max_examples: int | None = Field(default=None, ge=1, description="None = the test split")
     matrix: bool = Field(default=True, description="also the layer-by-layer CKA matrix")
+    tokens: Literal["all", "cls", "mean"] = Field(
+        default="all",
+        description="token outputs [N, T, D]: all = the T*D values flattened, cls = token 0, "
+        "mean = the mean over tokens",
+    )
 
 
 class DistanceSettings(AnalysisSettings):
-    """l2 distance between the weights of two models (paper Table 3): nothing to set."""
+    """l2 distance between the weights of two models (paper Table 3), per unit and per
+    stage of the study's module map: nothing to set."""
 
 
 class InterpolationSettings(AnalysisSettings):
@@ -54,12 +66,17 @@ class InterpolationSettings(AnalysisSettings):
 
 
 class CriticalitySettings(AnalysisSettings):
-    """Module criticality (paper Fig. 6): rewinding each module towards its init, with noise."""
+    """Module criticality (paper Fig. 6): rewinding each unit towards its init, with noise."""
 
     n_noise: int = Field(default=10, ge=1, description="noise draws per (alpha, sigma)")
     tolerance: float = Field(default=1.01, gt=0, description="loss ratio that counts as robust")
     alphas: int = Field(default=11, ge=2, description="rewinding steps from init (0) to final (1)")
     sigmas: int = Field(default=11, ge=2, description="noise scales from ~0 to 1")
     max_examples: int | None = Field(default=1024, ge=1, description="training examples used")
-    path_points: int = Field(default=6, ge=2, description="points along each path of conv1")
+    path_points: int = Field(default=6, ge=2, description="points along each path of the unit")
     path_sigmas: list[float] = Field(default=[0.0, 0.05, 0.1, 0.2], min_length=1)
+    path_module: str | None = Field(
+        default=None,
+        description="the unit whose rewinding paths are drawn; None = the module map's "
+        "first unit (conv1 for a ResNet)",
+    )
