@@ -52,6 +52,7 @@ from transferlens.analysis.model_mistakes import (
 from transferlens.analysis.pretraining import PretrainCheckpointsResult, pretrain_checkpoints
 from transferlens.analysis.reuse import ReuseResult, feature_reuse
 from transferlens.analysis.stats import bootstrap_interval
+from transferlens.analysis.unit_alignment import Alignment, align, alignment
 
 __all__ = [
     # the seven analyses
@@ -67,6 +68,10 @@ __all__ = [
     "rewind_module",
     "path_grid",
     "pretrain_checkpoints",
+    # permutation alignment (Git Re-Basin)
+    "align",
+    "alignment",
+    "Alignment",
     # their results
     "ReuseResult",
     "MistakesResult",
