@@ -126,12 +126,30 @@ def test_block_size_words_and_defaults_merge():
     assert parsed.source.data.train_size == 32
 
 
-@pytest.mark.parametrize("name", ["demo", "cifar10-pacs", "domainnet", "chexpert"])
+@pytest.mark.parametrize(
+    "name", ["demo", "cifar10-pacs", "cifar10-pacs-vit", "domainnet", "chexpert"]
+)
 def test_ready_studies_validate_and_plan(name):
     study = load_study(STUDIES / f"{name}.yaml", require_paths=False)
     plan = plan_study(study)
     assert len(plan) > 0
     assert plan.source_run is not None and plan.source_run.meta.kind == "source"
+
+
+def test_vit_study_plans_the_resnet_studys_protocol_on_a_vit():
+    pytest.importorskip("timm")
+    from transferlens.models import build_model, module_map
+
+    vit = load_study(STUDIES / "cifar10-pacs-vit.yaml", require_paths=False)
+    resnet = load_study(STUDIES / "cifar10-pacs.yaml", require_paths=False)
+    assert [t.label for t in vit.targets] == [t.label for t in resnet.targets]
+    assert vit.source.data.name == resnet.source.data.name == "cifar10"
+    assert set(vit.analyses) == set(resnet.analyses)
+    model = build_model(vit.model.name, 7, **vit.model.kwargs)
+    units = module_map(model)
+    assert units.family == "timm-vit" and units.prefix_tokens == 1
+    assert units.unit_names == ["stem", "blocks.0", "blocks.1", "blocks.2", "blocks.3", "norm",
+                                "head"]  # fmt: skip
 
 
 def test_domainnet_study_is_the_paper_protocol():
