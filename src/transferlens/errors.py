@@ -50,6 +50,8 @@ def format_validation_error(error: Any, source: str, model: type | None = None) 
         message, explained = _unknown_key(loc, problems, model)
     else:
         message = first.get("msg", "invalid value")
+        # pydantic prefixes the text of a validator's ValueError; the text says it all.
+        message = message.removeprefix("Value error, ")
     got = first.get("input")
     shown = ""
     if first.get("type") not in ("missing", "extra_forbidden") and not isinstance(got, dict | list):

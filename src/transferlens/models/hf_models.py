@@ -1,8 +1,8 @@
 """Hugging Face image classifiers as ``hf:<model id or local folder>`` (transformers is optional).
 
 Built with transformers' ``AutoModelForImageClassification``, with the module names
-transformers gives them (``vit.layers.0`` in transformers 5, ``classifier``): the module map reads
-those. One forward hook (:func:`logits_of`) makes the model return its logits tensor
+transformers gives them (``vit.layers.0`` in transformers 5, ``classifier``): the module
+map reads those. One forward hook (:func:`logits_of`) makes the model return its logits tensor
 instead of an ``ImageClassifierOutput``, so it is called like every other model.
 
 * ``pretrained: true`` (P-T's default for ``hf:`` models): the checkpoint's weights,
