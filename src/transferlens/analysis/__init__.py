@@ -53,6 +53,7 @@ from transferlens.analysis.pretraining import PretrainCheckpointsResult, pretrai
 from transferlens.analysis.reuse import ReuseResult, feature_reuse
 from transferlens.analysis.stats import bootstrap_interval
 from transferlens.analysis.unit_alignment import Alignment, align, alignment
+from transferlens.analysis.unit_repair import RepairResult, repair, repair_details
 
 __all__ = [
     # the seven analyses
@@ -72,6 +73,10 @@ __all__ = [
     "align",
     "alignment",
     "Alignment",
+    # REPAIR of interpolated networks
+    "repair",
+    "repair_details",
+    "RepairResult",
     # their results
     "ReuseResult",
     "MistakesResult",

@@ -13,13 +13,14 @@ from scipy.optimize import linear_sum_assignment
 
 def assign(cost: torch.Tensor) -> torch.Tensor:
     """The permutation ``p`` maximising ``sum_i cost[i, p[i]]`` (a LongTensor on ``cost``'s device)."""
-    _, cols = linear_sum_assignment(cost.detach().cpu().numpy(), maximize=True)
+    _, cols = linear_sum_assignment(cost.detach().cpu().double().numpy(), maximize=True)
     return torch.as_tensor(cols, dtype=torch.long, device=cost.device)
 
 
 def assignment_value(cost: torch.Tensor, perm: torch.Tensor) -> float:
-    """``sum_i cost[i, perm[i]]``."""
-    return float(cost[torch.arange(len(perm), device=cost.device), perm].sum())
+    """``sum_i cost[i, perm[i]]``, summed in float64 (so that a float32 cost's equal
+    assignments compare equal whatever the order of their entries)."""
+    return float(cost[torch.arange(len(perm), device=cost.device), perm].double().sum())
 
 
 def assign_heads(costs: list[torch.Tensor], heads: int) -> list[torch.Tensor]:
@@ -32,7 +33,7 @@ def assign_heads(costs: list[torch.Tensor], heads: int) -> list[torch.Tensor]:
     """
     size = costs[0].shape[0]
     width = size // heads
-    blocks = [c.detach().cpu().numpy().reshape(heads, width, heads, width) for c in costs]
+    blocks = [c.detach().cpu().double().numpy().reshape(heads, width, heads, width) for c in costs]
     inner: dict[tuple[int, int, int], np.ndarray] = {}
     head_value = np.zeros((heads, heads))
     for g, block in enumerate(blocks):
