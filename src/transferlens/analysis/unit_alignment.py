@@ -22,6 +22,7 @@ from torch import nn
 
 from transferlens.analysis.activation_matching import activation_matching
 from transferlens.analysis.evalcache import analysis_device
+from transferlens.analysis.features import split_batch
 from transferlens.analysis.permutation_groups import (
     PermutationGroup,
     example_input,
@@ -61,14 +62,9 @@ class Alignment:
         ]
 
 
-def _inputs(item: Any) -> torch.Tensor:
-    """The input tensor of a loader item: ``(inputs, targets, ...)`` or a bare tensor."""
-    return item[0] if isinstance(item, list | tuple) else item
-
-
 def _batches(loader: Iterable) -> Iterator[torch.Tensor]:
     for item in loader:
-        yield _inputs(item)
+        yield split_batch(item)[0]
 
 
 def alignment(
@@ -104,7 +100,9 @@ def alignment(
     check_same_layout(model_a.state_dict(), model_b.state_dict())
     compute = analysis_device(device, model_a)
     if example is None:
-        example = _inputs(next(iter(loader))) if loader is not None else example_input(model_a)
+        example = (
+            split_batch(next(iter(loader)))[0] if loader is not None else example_input(model_a)
+        )
     work_a = copy.deepcopy(model_a).to(compute)
     work_b = copy.deepcopy(model_b).to(compute)
     groups = permutation_groups(work_a, example[:2].to(compute))

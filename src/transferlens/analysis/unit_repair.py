@@ -67,6 +67,7 @@ from torch import nn
 from torch.nn.utils import parametrize
 
 from transferlens.analysis.evalcache import analysis_device
+from transferlens.analysis.features import split_batch
 from transferlens.analysis.interpolation import batchnorm_layers, recompute_batchnorm
 from transferlens.analysis.permutation_groups import permutation_groups
 from transferlens.analysis.repair_statistics import (
@@ -123,11 +124,6 @@ class RepairResult:
     error: float
     converged: bool
     settings: dict[str, Any] = field(default_factory=dict)
-
-
-def _inputs(item: Any) -> torch.Tensor:
-    """The input tensor of a loader item: ``(inputs, targets, ...)`` or a bare tensor."""
-    return item[0] if isinstance(item, list | tuple) else item
 
 
 def repair_layers(model: nn.Module, example: torch.Tensor | None = None) -> tuple[RepairLayer, ...]:
@@ -274,7 +270,7 @@ def repair_details(
 
     def batches() -> Iterator[torch.Tensor]:
         for item in loader:
-            yield _inputs(item).to(compute)
+            yield split_batch(item)[0].to(compute)
 
     example = next(iter(batches()), None)
     if example is None:
