@@ -129,9 +129,11 @@ def test_cka_and_mistakes_of_two_runs(runs, tmp_path):
 def test_criticality_of_a_run_and_of_weights_files(runs, tmp_path):
     out = tmp_path / "criticality.csv"
     small = ["--alpha-points", "3", "--sigma-points", "3", "--noise-samples", "2"]
-    assert analyze("criticality", "--run", runs[0], *small, "--out", str(out)) == 0
+    reference = [*small, "--definition", "reference"]
+    assert analyze("criticality", "--run", runs[0], *reference, "--out", str(out)) == 0
     table = pd.read_csv(out)
-    assert list(table.columns) == ["module", "rewind_metric", "criticality", "alpha", "sigma"]
+    columns = ["module", "rewind_metric", "criticality", "alpha", "sigma", "resolved"]
+    assert list(table.columns) == columns
     assert table["module"].tolist() == [
         "conv1",
         "layer1.0",
@@ -146,8 +148,17 @@ def test_criticality_of_a_run_and_of_weights_files(runs, tmp_path):
     final, init = checkpoint_path(runs[0], 1), checkpoint_path(runs[0], 0)
     out2 = tmp_path / "criticality2.csv"
     assert analyze("criticality", "--weights", str(final), "--init-weights", str(init), *MODEL, *DATA,
-                   "--batch-size", "24", *small, "--out", str(out2)) == 0  # fmt: skip
+                   "--batch-size", "24", *reference, "--out", str(out2)) == 0  # fmt: skip
     pd.testing.assert_frame_equal(pd.read_csv(out2), table)
+    # The default definition (an absolute loss bound, sigmas relative to each module's
+    # weights): its minimisers are flagged when they sit on the grid's edge, then NaN.
+    out3 = tmp_path / "criticality3.csv"
+    assert (
+        analyze("criticality", "--run", runs[0], *small, "--epsilon", "5", "--out", str(out3)) == 0
+    )
+    default = pd.read_csv(out3)
+    assert list(default.columns) == columns
+    assert (default["criticality"].isna() == ~default["resolved"]).all()
 
 
 def test_reuse_and_pretrain_checkpoints_from_a_runs_table(tmp_path):

@@ -521,7 +521,8 @@ def test_a_model_and_its_copy_have_cka_one_at_every_layer():
     model = SmallNet(0)
     result = cka(model, copy.deepcopy(model), image_loader(), layers=LAYERS, n_bootstrap=50)
     frame = result.to_frame()
-    assert list(frame.columns) == ["pair", "layer", "cka", "cka_low", "cka_high"]
+    assert list(frame.columns) == ["pair", "layer", "cka", "cka_low", "cka_high", "cka_p"]
+    assert frame["cka_p"].isna().all()  # no permutations drawn by default
     assert list(frame["layer"]) == LAYERS and set(frame["pair"]) == {"a-b"}
     np.testing.assert_allclose(frame[["cka", "cka_low", "cka_high"]].to_numpy(), 1.0, atol=1e-6)
 
@@ -586,7 +587,15 @@ def test_cka_matrix_of_a_model_with_itself():
     np.testing.assert_allclose(result.matrix, expected, atol=1e-5)
     assert result.matrix[0, 0] < 0.99
     frame = result.to_frame()
-    assert list(frame.columns) == ["pair", "layer_a", "layer_b", "cka", "cka_low", "cka_high"]
+    assert list(frame.columns) == [
+        "pair",
+        "layer_a",
+        "layer_b",
+        "cka",
+        "cka_low",
+        "cka_high",
+        "cka_p",
+    ]
     assert len(frame) == 6
 
 
@@ -624,7 +633,13 @@ def test_cka_of_two_models_is_cka_many_of_the_pair_and_records_its_settings():
     )
     assert two.to_frame().equals(many.to_frame())
     assert two.pairs == (("a-b", "a", "b"),) and two.layers_a == tuple(LAYERS)
-    assert two.settings == {"n_bootstrap": 40, "confidence": 0.95, "seed": 2, "tokens": "all"}
+    assert two.settings == {
+        "n_bootstrap": 40,
+        "confidence": 0.95,
+        "seed": 2,
+        "tokens": "all",
+        "n_permutations": 0,
+    }
 
 
 def test_the_public_name_analysis_cka_is_the_function_even_after_importing_every_module():

@@ -112,11 +112,16 @@ def test_pruned_search_equals_brute_force_with_fewer_passes(
 ):
     final, init, _ = run
     result = module_criticality(
-        final, init, loader(), "multiclass", alphas=alphas, sigmas=sigmas,
+        final, init, loader(), "multiclass", definition="reference", alphas=alphas, sigmas=sigmas,
         n_noise=n_noise, tolerance=tolerance, seed=3,
     )  # fmt: skip
     frame = result.to_frame()
-    assert list(frame.columns) == ["module", "rewind_metric", "criticality", "alpha", "sigma"]
+    columns = ["module", "rewind_metric", "criticality", "alpha", "sigma", "resolved"]
+    assert list(frame.columns) == columns
+    # The reference grid's minimiser sits on its edge (sigma = 1e-16): flagged, value kept.
+    for _, row in frame.iloc[:-1].iterrows():
+        edge = row["sigma"] in (min(sigmas), max(sigmas)) and row["alpha"] > 0
+        assert row["resolved"] == (not edge and math.isfinite(row["alpha"]))
     assert list(frame["module"]) == ["conv1", "block", "fc", "network"]
     brute_passes = 0
     for module in ("conv1", "block", "fc"):
@@ -143,7 +148,7 @@ def test_pruned_search_equals_brute_force_with_fewer_passes(
     # Not every module is trivially re-windable: the test exercises the search.
     assert (frame["criticality"].iloc[:-1] > 0).any()
     full = module_criticality(
-        final, init, loader(), "multiclass", alphas=alphas, sigmas=sigmas,
+        final, init, loader(), "multiclass", definition="reference", alphas=alphas, sigmas=sigmas,
         n_noise=n_noise, tolerance=tolerance, seed=3, search="full",
     )  # fmt: skip
     assert full.to_frame().equals(frame)
@@ -160,10 +165,18 @@ def test_vanishing_noise_reuses_the_noiseless_loss(run):
     assert slot.set(values, 0.1, torch.Generator().manual_seed(0))
     alphas, sigmas = np.linspace(0, 1, 11), [1e-16]
     pruned = module_criticality(
-        final, init, loader(), "multiclass", alphas=alphas, sigmas=sigmas, n_noise=10, seed=3
+        final,
+        init,
+        loader(),
+        "multiclass",
+        definition="reference",
+        alphas=alphas,
+        sigmas=sigmas,
+        n_noise=10,
+        seed=3,
     )
     full = module_criticality(
-        final, init, loader(), "multiclass", alphas=alphas, sigmas=sigmas, n_noise=10, seed=3,
+        final, init, loader(), "multiclass", definition="reference", alphas=alphas, sigmas=sigmas, n_noise=10, seed=3,
         search="full",
     )  # fmt: skip
     assert pruned.to_frame().equals(full.to_frame())
@@ -175,7 +188,9 @@ def test_vanishing_noise_reuses_the_noiseless_loss(run):
 
 def test_rewind_metric_is_the_metric_with_the_module_at_init(run):
     final, init, _ = run
-    result = module_criticality(final, init, loader(), "multiclass", n_noise=1, modules=["block"])
+    result = module_criticality(
+        final, init, loader(), "multiclass", definition="reference", n_noise=1, modules=["block"]
+    )
     frame = result.to_frame()
     assert [m.module for m in result.modules] == ["block"]
     rewound = rewind_module(final, init, "block")
@@ -192,7 +207,9 @@ def test_a_module_that_never_moved_is_not_critical(run):
     final, init, _ = run
     still = copy.deepcopy(init)
     still.fc.load_state_dict(final.fc.state_dict())
-    result = module_criticality(final, still, loader(), "multiclass", n_noise=2)
+    result = module_criticality(
+        final, still, loader(), "multiclass", definition="reference", n_noise=2
+    )
     frame = result.to_frame().set_index("module")
     assert frame.loc["fc", "criticality"] == 0.0
     assert frame.loc["fc", "rewind_metric"] == result.final_metric
@@ -204,7 +221,7 @@ def test_a_module_that_never_moved_is_not_critical(run):
 def test_no_feasible_point_gives_infinity(run):
     final, init, _ = run
     frame = module_criticality(
-        final, init, loader(), "multiclass", modules=["fc"], tolerance=0.5, n_noise=2,
+        final, init, loader(), "multiclass", definition="reference", modules=["fc"], tolerance=0.5, n_noise=2,
         sigmas=[0.5, 1.0], alphas=[0.5, 1.0],
     ).to_frame()  # fmt: skip
     assert math.isinf(frame["criticality"].iloc[0]) and math.isnan(frame["alpha"].iloc[0])

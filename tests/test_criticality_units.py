@@ -79,7 +79,7 @@ def test_criticality_reports_every_unit(name):
     alphas, sigmas = criticality_grid(2, 2)
     heard: list[str] = []
     result = module_criticality(
-        final, init, loader(), "multiclass", modules=units, alphas=alphas, sigmas=sigmas,
+        final, init, loader(), "multiclass", definition="reference", modules=units, alphas=alphas, sigmas=sigmas,
         n_noise=1, progress=heard.append,
     )  # fmt: skip
     frame = result.to_frame()
@@ -91,7 +91,14 @@ def test_criticality_reports_every_unit(name):
     # With the map given or left to the default (the same map), the same numbers.
     if name != "user_cnn":
         default = module_criticality(
-            final, init, loader(), "multiclass", alphas=alphas, sigmas=sigmas, n_noise=1
+            final,
+            init,
+            loader(),
+            "multiclass",
+            definition="reference",
+            alphas=alphas,
+            sigmas=sigmas,
+            n_noise=1,
         )
         assert default.to_frame().equals(frame)
 
@@ -114,7 +121,7 @@ def test_a_unit_that_does_not_change_the_output_has_criticality_zero():
     final, init = Unused().eval(), Unused().eval()
     units = module_map(final, ["entry", "spare", "head"])
     result = module_criticality(
-        final, init, loader(), "multiclass", modules=units, n_noise=2,
+        final, init, loader(), "multiclass", definition="reference", modules=units, n_noise=2,
         alphas=[0.0, 0.5, 1.0], sigmas=[1e-16, 0.5, 1.0],
     )  # fmt: skip
     spare = {m.module: m for m in result.modules}["spare"]

@@ -39,6 +39,13 @@ TABLES = (
     "barriers",
     "criticality",
     "criticality_path",
+    "mistakes_pairs",
+    "cka_pairs",
+    "distance_pairs",
+    "distance_stages",
+    "barriers_pairs",
+    "rewinding",
+    "findings",
 )
 
 

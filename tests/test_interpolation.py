@@ -138,7 +138,8 @@ def test_curve_matches_separate_evaluations_and_reads_the_data_once():
     curve = result.to_frame()
     assert list(curve.columns) == ["lam", "loss", "metric"] and result.bn_mode == "interpolate"
     assert result.lams == tuple(lams) and list(curve["loss"]) == list(result.loss)
-    assert result.settings == {"lams": lams, "bn_mode": "auto", "bn_batches": None}
+    assert result.settings == {"lams": lams, "bn_mode": "auto", "bn_batches": None,
+                               "repair": False}  # fmt: skip
     for lam, loss, metric in curve.itertuples(index=False):
         model = copy.deepcopy(a)
         model.load_state_dict(interpolate_state_dicts(a, b, lam))

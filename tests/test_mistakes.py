@@ -108,6 +108,7 @@ def test_pairs_with_one_name_are_averaged_and_kept_per_combination():
     assert list(combined.columns) == [
         "n", "both_right", "both_wrong", "only_first_wrong", "only_second_wrong",
         "kappa", "kappa_low", "kappa_high",
+        "kappa_max", "kappa_ratio", "kappa_ratio_low", "kappa_ratio_high",
     ]  # fmt: skip
     with pytest.raises(UserInputError, match="first= and second="):
         result.indices("PT-RIT", "both_wrong")
@@ -163,7 +164,7 @@ def test_models_and_a_loader_give_correctness_and_labels():
 def test_bad_inputs_name_the_culprit():
     with pytest.raises(UserInputError, match="unknown model 'c'"):
         mistakes({"a": A, "b": B}, [("X", "a", "c")])
-    with pytest.raises(UserInputError, match="one length"):
+    with pytest.raises(UserInputError, match="different lengths"):
         mistakes({"a": A, "b": B[:5]})
     with pytest.raises(UserInputError, match="unknown cell"):
         mistakes({"a": A, "b": B}, n_bootstrap=0).indices("a-b", "both")

@@ -73,6 +73,7 @@ def test_every_weight_space_analysis_and_cka_run_on_a_user_model():
         a_init,
         loader,
         "multiclass",
+        definition="reference",
         n_noise=2,
         alphas=[0.0, 0.5, 1.0],
         sigmas=[1e-16, 0.05, 0.1],

@@ -30,9 +30,45 @@ in it:
     layer, stage, depth, shape, reduction, features: what each compared CKA layer is
     (its unit's stage and depth, its per-example output shape, how that output became
     features, e.g. ``tokens=all``, and how many).
+``cka.csv`` / ``cka_pairs.csv``
+    ``cka.csv`` adds, after its columns, ``cka_p`` (permutation p-value of the mean over
+    seed pairs, rows permuted within each batch; NaN with ``n_permutations: 0``),
+    ``cka_seeds_low, cka_seeds_high`` (across seed pairs) and ``n_pairs``.
+    ``cka_pairs.csv``: each seed pair's CKA with its bootstrap interval over batches and
+    its ``cka_p`` (an empty seed is the source model P).
+``mistakes.csv`` / ``mistakes_pairs.csv``
+    ``mistakes.csv`` adds, after its columns, ``kappa_max`` (the largest kappa the two
+    accuracies allow, Geirhos et al. 2020), ``kappa_ratio`` (kappa / kappa_max),
+    ``kappa_ratio_low/high`` (test-set bootstrap), ``kappa_seeds_low/high``,
+    ``kappa_ratio_seeds_low/high`` (across seed pairs) and ``n_pairs``; its values are
+    the mean over seed pairs. ``mistakes_pairs.csv``: each seed pair's counts,
+    accuracies, kappa, kappa_max and kappa_ratio with their test-set intervals.
+``rewinding.csv``
+    target, init, seed, module, rewind_metric, rewind_metric_low, rewind_metric_high:
+    the test metric with one unit rewound to its initial value, for every seed of every
+    main P-T and RI-T run, with its bootstrap interval over the test set
+    (``criticality.csv`` holds the first seed's, beside its criticality).
 ``distance_stages.csv``
     target, pair, stage, l2: the distance of each stage, ``sqrt`` of the sum of its
     units' squared l2 in ``distance.csv``.
+``distance_pairs.csv``
+    target, pair, first_seed, second_seed, module, l2: ``distance.csv`` for each seed
+    pair (a NaN seed is the source model P); ``distance.csv`` and
+    ``distance_stages.csv`` add ``l2_seeds_low, l2_seeds_high, n_pairs`` (the interval
+    across seed pairs) after their columns.
+``barriers.csv`` / ``barriers_pairs.csv``
+    ``barriers.csv``: after its columns, ``align`` (none, weights, activations),
+    ``repair`` (bool), ``loss_barrier_low/high``, ``metric_barrier_low/high`` (the test-set
+    bootstrap of the mean barrier), ``loss_barrier_seeds_low/high``,
+    ``metric_barrier_seeds_low/high`` (across seed pairs), ``n_pairs``; its barriers are
+    the mean over seed pairs. ``barriers_pairs.csv``: each seed pair's barriers with
+    their test-set interval. ``interpolation.csv`` adds ``align, repair`` after its
+    columns (the curve of each pair kind's first seed pair).
+``findings.csv``
+    finding, statement, verdict, part, part_verdict, statistic, unit, runs, effect, low,
+    high, se, df, seeds_to_decide, rule: the paper's findings decided from the other
+    tables (:mod:`transferlens.report.findings`), one row per tested part, written after
+    the analyses.
 ``study.json``
     the study as planned (what ``<study>/study.json`` holds).
 ``images/<target>/<index>.png``
@@ -77,15 +113,35 @@ TABLE_COLUMNS: dict[str, tuple[str, ...]] = {
     "mistakes_examples": (
         "target", "pair", "cell", "index", "label", "pred_first", "pred_second",
     ),
+    "mistakes_pairs": (
+        "target", "pair", "first_seed", "second_seed", "n", "both_right", "both_wrong",
+        "only_first_wrong", "only_second_wrong", "accuracy_first", "accuracy_second", "kappa",
+        "kappa_low", "kappa_high", "kappa_max", "kappa_ratio", "kappa_ratio_low",
+        "kappa_ratio_high",
+    ),
     "cka": ("target", "pair", "layer", "cka", "cka_low", "cka_high"),
+    "cka_pairs": (
+        "target", "pair", "first_seed", "second_seed", "layer", "cka", "cka_low", "cka_high",
+        "cka_p",
+    ),
     "cka_matrix": ("target", "pair", "layer_a", "layer_b", "cka"),
     "cka_layers": ("layer", "stage", "depth", "shape", "reduction", "features"),
     "distance": ("target", "pair", "module", "l2"),
+    "distance_pairs": ("target", "pair", "first_seed", "second_seed", "module", "l2"),
     "distance_stages": ("target", "pair", "stage", "l2"),
     "interpolation": ("target", "pair", "lam", "loss", "metric"),
     "barriers": ("target", "pair", "loss_barrier", "metric_barrier"),
+    "barriers_pairs": (
+        "target", "pair", "align", "repair", "first_seed", "second_seed", "loss_barrier",
+        "metric_barrier", "loss_barrier_low", "loss_barrier_high", "metric_barrier_low",
+        "metric_barrier_high",
+    ),
     "criticality": ("target", "init", "module", "rewind_metric", "criticality", "alpha", "sigma"),
     "criticality_path": ("target", "init", "path", "distance", "sigma", "metric"),
+    "rewinding": (
+        "target", "init", "seed", "module", "rewind_metric", "rewind_metric_low",
+        "rewind_metric_high",
+    ),
     "pretrain_checkpoints": ("target", "pretrain_epoch", "final_test_metric", "optimization_speed"),
     "epochs": (
         "run_id", "epoch", "test_metric", "test_loss", "train_metric", "train_loss", "seconds",
@@ -93,6 +149,7 @@ TABLE_COLUMNS: dict[str, tuple[str, ...]] = {
     "provenance": ("run_id", "epochs_logged", "train_seconds", "spec_sha256", "complete"),
     "targets": ("target", "task"),
     "module_map": ("unit", "stage", "depth", "lower", "members"),
+    "findings": ("finding", "statement", "verdict", "part", "part_verdict"),
 }  # fmt: skip
 # The paper's "lower modules": the units of depth below this, depth of unit i of n
 # being i / (n - 1) (see :func:`unit_depths`).

@@ -17,6 +17,11 @@ Notation: ``X`` is an ``[n, d]`` matrix of features (one row per example), ``K``
 * ``CKA(K, L) = HSIC(K, L) / sqrt(HSIC(K, K) HSIC(L, L))``; "debiased" CKA uses
   ``HSIC_1``. CKA is NaN (undefined) when a representation is constant.
 
+Scale: CKA is invariant to ``X -> c X Q`` (``c != 0``, ``Q`` orthogonal), and the code
+keeps it so at any scale: no absolute epsilon anywhere (a constant representation is
+detected exactly, by equal values, and gives NaN, never a guard such as ``+ 1e-12`` in a
+denominator, which would bias CKA towards 0 for features of small scale).
+
 Both estimators are invariant to translating the features (``X -> X - 1 c^T``): the
 linear Gram then changes by ``a 1^T + 1 a^T + b 11^T``, which ``H . H`` and ``U`` both
 annihilate. The streaming estimator exploits this for float32 accuracy.
@@ -28,6 +33,7 @@ is a faster kernel); the kernels (Gram products, scratch memory) are in
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 
 import numpy as np
@@ -144,20 +150,33 @@ def hsic(gram_x: torch.Tensor, gram_y: torch.Tensor, unbiased: bool = False) -> 
     return inner / (n * (n - 3)) if unbiased else inner / (n - 1) ** 2
 
 
+def _is_constant(gram: torch.Tensor) -> bool:
+    """Every entry equal (the zero Gram included): a kernel that tells no two examples
+    apart, whose centred matrix is 0 in exact arithmetic (a test on values: no scale)."""
+    return bool(torch.equal(gram, gram.reshape(-1)[:1].reshape(1, 1).expand_as(gram)))
+
+
 def cka_from_grams(gram_x: torch.Tensor, gram_y: torch.Tensor, debiased: bool = False) -> float:
-    """CKA of two Gram matrices; the HSIC normalisations cancel in the ratio."""
+    """CKA of two Gram matrices; the HSIC normalisations cancel in the ratio.
+
+    NaN when either Gram is constant (a representation without variance: CKA is 0/0
+    there; centring would leave rounding noise, not 0). ``sqrt(xx) sqrt(yy)``: no
+    product that could under- or overflow at extreme scales.
+    """
     n = gram_x.shape[0]
     if gram_y.shape != gram_x.shape:
         raise UserInputError(f"CKA needs the same examples in both: {n} vs {gram_y.shape[0]} rows")
     needed = MIN_BATCH_EXAMPLES if debiased else 2
     if n < needed:
         raise UserInputError(f"{'debiased ' if debiased else ''}CKA needs n >= {needed} (got {n})")
+    if _is_constant(gram_x) or _is_constant(gram_y):
+        return math.nan
     centered_x = center_gram(gram_x, unbiased=debiased)
     centered_y = center_gram(gram_y, unbiased=debiased)
     xy = (centered_x * centered_y).sum()
     xx = (centered_x * centered_x).sum()
     yy = (centered_y * centered_y).sum()
-    return float(xy / torch.sqrt(xx * yy))
+    return float(xy / (torch.sqrt(xx) * torch.sqrt(yy)))
 
 
 def _paired(x, y) -> tuple[torch.Tensor, torch.Tensor]:
@@ -176,11 +195,19 @@ def linear_cka(
 
     ``K = X X^T``, ``L = Y Y^T``; ``CKA = HSIC(K, L) / sqrt(HSIC(K, K) HSIC(L, L))`` with
     ``HSIC_0`` (default, Kornblith et al. 2019) or ``HSIC_1`` (``debiased=True``, n >= 4).
-    Features are mean-centred first, which changes neither estimator (exact invariance).
+    Features are mean-centred first, which changes neither estimator (exact invariance);
+    a column that is the same in every row becomes exactly 0 (its mean, summed in
+    floating point, would leave a rounding residue), so constant features give NaN.
     """
     x, y = _paired(x, y)
-    x, y = x - x.mean(dim=0), y - y.mean(dim=0)
-    return cka_from_grams(gram_linear(x), gram_linear(y), debiased)
+    return cka_from_grams(gram_linear(_centred(x)), gram_linear(_centred(y)), debiased)
+
+
+def _centred(x: torch.Tensor) -> torch.Tensor:
+    """``x`` minus its column means, exactly-constant columns exactly 0."""
+    centred = x - x.mean(dim=0)
+    centred[:, (x == x[:1]).all(dim=0)] = 0.0
+    return centred
 
 
 def rbf_cka(
@@ -223,11 +250,18 @@ class MinibatchCKA:
     there) and counted in ``skipped_examples`` / ``skipped_batches``; it never adds NaN.
     The state is sums, so :meth:`sync` all-reduces it across processes (torch.distributed).
     With ``keep_batch_terms=True`` each batch's ``[T, T]`` HSIC is also kept
-    (:meth:`batch_hsic`), for bootstrapping over batches.
+    (:meth:`batch_hsic`), for bootstrapping over batches; with ``keep_grams=True`` each
+    batch's U-centred Grams (their strict upper triangles, float32, on the Grams' device:
+    :meth:`batch_grams`), for the permutation null of :mod:`.cka_permutation`.
     """
 
     def __init__(
-        self, n_layers_a: int, n_layers_b: int | None = None, *, keep_batch_terms: bool = False
+        self,
+        n_layers_a: int,
+        n_layers_b: int | None = None,
+        *,
+        keep_batch_terms: bool = False,
+        keep_grams: bool = False,
     ) -> None:
         if n_layers_a < 1 or (n_layers_b is not None and n_layers_b < 1):
             raise UserInputError(
@@ -236,6 +270,7 @@ class MinibatchCKA:
         self.n_layers_a = n_layers_a
         self.n_layers_b = n_layers_b
         self.keep_batch_terms = keep_batch_terms
+        self.keep_grams = keep_grams
         self.reset()
 
     @property
@@ -249,6 +284,7 @@ class MinibatchCKA:
         self.skipped_batches = 0
         self.skipped_examples = 0
         self._batch_terms: list[torch.Tensor] = []
+        self._grams: list[torch.Tensor] = []
         self._gram_of = ShiftedGram()  # kernels: scratch memory reused across batches
         self._stack = cka_kernels.GramStack()
         self._synced = False
@@ -316,6 +352,8 @@ class MinibatchCKA:
         self.n_examples += n
         if self.keep_batch_terms:
             self._batch_terms.append(hsic)
+        if self.keep_grams:
+            self._grams.append(cka_kernels.upper_triangle(centred.view(len(grams), n, n)))
 
     def _block(self, matrix: torch.Tensor) -> torch.Tensor:
         if self.n_layers_b is None:
@@ -341,6 +379,14 @@ class MinibatchCKA:
         stacked = torch.cat([terms.reshape(-1, size, size).cpu() for terms in self._batch_terms])
         self._batch_terms = [stacked]
         return stacked
+
+    def batch_grams(self) -> list[torch.Tensor]:
+        """Per batch, ``[T, n (n - 1) / 2]``: the strict upper triangle of each U-centred
+        Gram (float32); needs ``keep_grams``. The diagonal is 0 and the matrix symmetric,
+        so ``<U(K), U(L)> = 2 <triu(U(K)), triu(U(L))>``."""
+        if not self.keep_grams:
+            raise RuntimeError("MinibatchCKA(keep_grams=False) keeps no Gram matrices")
+        return list(self._grams)
 
     def sync(self, process_group=None) -> None:
         """All-reduce the sums (and gather per-batch terms) when torch.distributed is initialised.
@@ -379,4 +425,9 @@ class MinibatchCKA:
             gathered: list = [None] * distributed.get_world_size(process_group)
             distributed.all_gather_object(gathered, self.batch_hsic(), group=process_group)
             self._batch_terms = [torch.cat(gathered)]
+        if self.keep_grams:
+            kept: list = [None] * distributed.get_world_size(process_group)
+            grams = [gram.cpu() for gram in self._grams]
+            distributed.all_gather_object(kept, grams, group=process_group)
+            self._grams = [gram for part in kept for gram in part]
         self._synced = True

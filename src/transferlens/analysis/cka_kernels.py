@@ -9,6 +9,8 @@ its plain reference there (``tests/test_kernels.py``):
   ``shifted_gram_reference``), read in memory order through one reused scratch buffer.
 * :class:`GramStack` -- a batch's Grams copied into one reused float64 ``[T, n, n]``
   tensor, for the in-place U-centring of :class:`.cka_estimators.MinibatchCKA`.
+* :func:`upper_triangle` -- the strict upper triangles of ``[T, n, n]`` matrices, kept
+  (float32) for the permutation null.
 
 The thresholds below were measured; their timings are in ``benchmarks/README.md``
 ("Why these thresholds").
@@ -218,3 +220,24 @@ class GramStack:
         for row, matrix in zip(buffer, grams, strict=True):
             row.copy_(matrix)
         return buffer
+
+
+_UPPER_INDEX: dict[tuple[int, torch.device], Tensor] = {}
+
+
+def upper_flat_index(n: int, device: torch.device | str = "cpu") -> Tensor:
+    """Flat positions ``i * n + j`` of the strict upper triangle ``i < j`` of an ``n x n``
+    matrix, row by row (cached per size and device)."""
+    key = (n, torch.device(device))
+    if key not in _UPPER_INDEX:
+        rows, cols = torch.triu_indices(n, n, 1, device=device)
+        _UPPER_INDEX[key] = rows * n + cols
+    return _UPPER_INDEX[key]
+
+
+def upper_triangle(matrices: Tensor) -> Tensor:
+    """``[T, n, n]`` -> ``[T, n (n - 1) / 2]`` float32: each matrix's entries above the
+    diagonal, row by row (a copy, on the matrices' device)."""
+    count, n = matrices.shape[0], matrices.shape[-1]
+    flat = matrices.reshape(count, n * n)
+    return flat.index_select(1, upper_flat_index(n, matrices.device)).to(torch.float32)

@@ -5,14 +5,20 @@ final), ``theta(alpha) = (1 - alpha) theta0 + alpha thetaF`` and noise
 ``u ~ N(0, sigma^2 I)`` on that module's parameters only::
 
     mu_i = min over the (alpha, sigma) grid of  alpha^2 ||thetaF - theta0||^2 / sigma^2
-           subject to  E_u[ L(theta(alpha) + u) ] <= eps,   eps = tolerance * L(thetaF)
+           subject to  E_u[ L(theta(alpha) + u) ] <= eps
 
 with E_u estimated by the mean over ``n_noise`` draws; network criticality = sum_i mu_i.
+``eps`` and the sigma grid follow one of two definitions
+(:mod:`~transferlens.analysis.criticality_definition`): ``epsilon`` (the default: an
+absolute bound on the training loss, sigmas log-spaced multiples of each module's RMS,
+and a criticality of NaN where the minimiser sits on the sigma grid's edge) or
+``reference`` (``eps = tolerance * L(thetaF)``, absolute sigmas, the value kept even
+on the edge). Each module's ``resolved`` flag applies the same edge rule to both.
 
-Conventions follow the public reference (google-research/meta-dataset,
+The reference definition follows the public reference (google-research/meta-dataset,
 ``analysis/transferability/criticality.py``): alphas ``linspace(0, 1, 11)``, sigmas
 ``linspace(1e-16, 1, 11)``, 10 draws per point, ``tolerance = 1.01`` times the
-*unperturbed* loss of the final network; noise on the module's parameters only; the
+*unperturbed* loss of the final network. Both: noise on the module's parameters only; the
 loss is the task loss (cross-entropy / BCE) on whatever data is given -- the paper
 uses training data, which is what the CLI passes. Ties between grid points of equal
 objective go to the first point in the reference's order (sigma-major, then alpha),
@@ -20,8 +26,8 @@ as its ``argmin`` does; ``alpha = 0`` (the module fully rewound) has objective 0
 Differences: the grid is float64 rather than float32; floating buffers of the module
 (BatchNorm statistics) are interpolated with its parameters and never perturbed; and
 when no grid point is feasible the criticality is ``inf`` (the minimum over an empty
-set) with alpha and sigma NaN, where the reference's argmin over an all-infinite
-array would report the objective of its first point, 0.
+set) with alpha and sigma NaN (NaN under ``epsilon``), where the reference's argmin
+over an all-infinite array would report the objective of its first point, 0.
 
 Search without waste, yet the same result as the full grid:
 
@@ -48,7 +54,7 @@ pass cut short counts as a whole one; the reference evaluation included),
 from __future__ import annotations
 
 import copy
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -58,6 +64,14 @@ import torch
 from torch import nn
 
 from transferlens.analysis.checks import check_count, check_grid, check_task
+from transferlens.analysis.criticality_definition import (
+    DEFAULT_EPSILON,
+    EPSILON,
+    check_definition,
+    module_rms,
+    relative_sigma_grid,
+    resolved,
+)
 from transferlens.analysis.evalcache import (
     PreparedBatches,
     analysis_device,
@@ -106,9 +120,12 @@ DEFAULT_ALPHAS, DEFAULT_SIGMAS = criticality_grid()
 class ModuleCriticality:
     """One module: ``criticality`` mu_i at the minimiser (``alpha``, ``sigma``).
 
-    No feasible grid point: ``criticality`` is ``inf``, ``alpha`` and ``sigma`` NaN.
-    ``rewind_metric``: the metric with the module alone rewound to its initial value;
-    ``loss_at_minimum``: the mean loss over the draws at the minimiser.
+    No feasible grid point: ``criticality`` is ``inf`` (NaN under ``epsilon``), ``alpha``
+    and ``sigma`` NaN. ``resolved``: the grid minimum is not on the sigma grid's edge
+    (:func:`~transferlens.analysis.criticality_definition.resolved`); under ``epsilon``
+    an unresolved criticality is NaN while ``alpha``, ``sigma`` still say where the grid
+    minimum sat. ``rewind_metric``: the metric with the module alone rewound to its
+    initial value; ``loss_at_minimum``: the mean loss over the draws at the minimiser.
     """
 
     module: str
@@ -117,6 +134,7 @@ class ModuleCriticality:
     alpha: float
     sigma: float
     loss_at_minimum: float
+    resolved: bool = True
 
 
 @dataclass(frozen=True)
@@ -127,8 +145,8 @@ class CriticalityResult:
     final network's metric on the metric data. ``n_forward_passes`` /
     ``n_forward_batches``: passes over the data begun and batches evaluated (the
     reference evaluation included); ``n_full_grid_*``: what the full grid costs.
-    ``settings``: ``modules``, ``alphas``, ``sigmas``, ``n_noise``, ``tolerance``,
-    ``seed``, ``search`` as used.
+    ``settings``: ``definition``, ``modules``, ``alphas``, ``sigmas`` (relative to each
+    module's RMS under ``epsilon``), ``n_noise``, ``tolerance``, ``seed``, ``search``.
     """
 
     modules: tuple[ModuleCriticality, ...]
@@ -142,15 +160,22 @@ class CriticalityResult:
     n_full_grid_batches: int
     settings: dict[str, Any]
 
+    @property
+    def network_resolved(self) -> bool:
+        return all(m.resolved for m in self.modules)
+
     def to_frame(self) -> pd.DataFrame:
-        """Columns ``module, rewind_metric, criticality, alpha, sigma``: one row per module,
-        then ``module = "network"`` (criticality: the sum; other values NaN)."""
-        rows = [(m.module, m.rewind_metric, m.criticality, m.alpha, m.sigma) for m in self.modules]
+        """Columns ``module, rewind_metric, criticality, alpha, sigma, resolved``: one row
+        per module, then ``module = "network"`` (criticality: the sum; resolved: every
+        module's; other values NaN)."""
+        rows = [
+            (m.module, m.rewind_metric, m.criticality, m.alpha, m.sigma, m.resolved)
+            for m in self.modules
+        ]
         nan = float("nan")
-        rows.append((NETWORK, nan, self.network_criticality, nan, nan))
-        return pd.DataFrame(
-            rows, columns=["module", "rewind_metric", "criticality", "alpha", "sigma"]
-        )
+        rows.append((NETWORK, nan, self.network_criticality, nan, nan, self.network_resolved))
+        columns = ["module", "rewind_metric", "criticality", "alpha", "sigma", "resolved"]
+        return pd.DataFrame(rows, columns=columns)
 
 
 def rewind_module(
@@ -204,19 +229,28 @@ def _grid(alphas: list[float], sigmas: list[float], squared: float) -> list[_Poi
     return points
 
 
-def running_loss_sums(model: nn.Module, batches: Iterable, task: Task) -> Iterator[float]:
+# The summed loss of one batch: (outputs, targets) -> a scalar tensor, every term >= 0.
+LossSum = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
+
+
+def running_loss_sums(model: nn.Module, batches: Iterable, task: Task | LossSum) -> Iterator[float]:
     """After each batch, the running float64 sum of the example losses so far.
 
-    L = (last sum) / n. Every batch adds a sum of non-negative losses, so the running
-    sum never decreases: a partial sum is a lower bound of the total.
+    ``task``: the task (its loss) or a :data:`LossSum`. L = (last sum) / n. Every batch
+    adds a sum of non-negative losses, so the running sum never decreases: a partial
+    sum is a lower bound of the total.
     """
     total = 0.0
     for inputs, targets in batches:
-        total += float(task_loss(model(inputs), targets, task, "sum").double())
+        outputs = model(inputs)
+        if callable(task):
+            total += float(task(outputs, targets).double())
+        else:
+            total += float(task_loss(outputs, targets, task, "sum").double())
         yield total
 
 
-def _mean_loss(model: nn.Module, batches: PreparedBatches, task: Task) -> float:
+def _mean_loss(model: nn.Module, batches: PreparedBatches, task: Task | LossSum) -> float:
     with torch.inference_mode():
         sums = list(running_loss_sums(model, batches, task))
     return sums[-1] / batches.n_examples
@@ -297,14 +331,18 @@ def module_criticality(
     *,
     modules: UnitsLike | None = None,
     alphas: Sequence[float] = DEFAULT_ALPHAS,
-    sigmas: Sequence[float] = DEFAULT_SIGMAS,
+    sigmas: Sequence[float] | None = None,
     n_noise: int = 10,
+    definition: str = EPSILON,
+    epsilon: float = DEFAULT_EPSILON,
     tolerance: float = 1.01,
     seed: int = 0,
     metric_loader: Iterable | None = None,
     search: str = "pruned",
     device: str | torch.device | None = None,
     progress: Callable[[str], None] | None = None,
+    loss_sum: LossSum | None = None,
+    rewind_metrics: Mapping[str, float] | None = None,
 ) -> CriticalityResult:
     """Criticality of each module and the metric with that module rewound to ``model_init``.
 
@@ -315,8 +353,17 @@ def module_criticality(
     ``{unit: [prefixes]}`` or a ``ModuleMap``; default: the units of the model's module
     map -- ``conv1``, each residual block, the head for ResNets; a ViT's stem, each
     block, its head); a unit's members are rewound and perturbed together, its noise
-    seeded by the unit's name. The network's criticality is their sum. The grid
-    defaults to :func:`criticality_grid` ``()``. ``progress``, when given, is called with
+    seeded by the unit's name. The network's criticality is their sum (NaN under
+    ``epsilon`` unless every module is resolved).
+
+    ``definition="epsilon"`` (the default): ``eps = epsilon`` (an absolute training loss)
+    and ``sigmas`` are multiples of each module's RMS (default
+    :func:`~transferlens.analysis.criticality_definition.relative_sigma_grid` ``()``);
+    ``definition="reference"``: ``eps = tolerance * L(thetaF)`` and ``sigmas`` absolute
+    (default :func:`criticality_grid` ``()``'s). ``loss_sum`` replaces the task's loss
+    in L (a :data:`LossSum`, e.g. a squared error; the metric stays the task's).
+    ``rewind_metrics``: each unit's ``rewind_metric`` when already evaluated on the metric
+    data (:func:`~transferlens.analysis.rewinding.rewinding`): not evaluated again. ``progress``, when given, is called with
     ``module 3/6 layer2`` as each module's search begins (it changes nothing computed).
     """
     check_task(task)
@@ -325,9 +372,13 @@ def module_criticality(
     if search not in SEARCHES:
         raise UserInputError(f"search must be one of {', '.join(SEARCHES)} (got {search!r})")
     check_count(n_noise, "n_noise", minimum=1)
+    relative = check_definition(definition) == EPSILON
+    if sigmas is None:
+        sigmas = relative_sigma_grid() if relative else DEFAULT_SIGMAS
     alphas = check_grid(alphas, "alphas", positive=False)
     sigmas = check_grid(sigmas, "sigmas", positive=True)
     tolerance = check_grid([tolerance], "tolerance", positive=True)[0]
+    epsilon = check_grid([epsilon], "epsilon", positive=True)[0]
     noise_seed(seed, "", 0, 0)  # validates the seed before any work
 
     device = analysis_device(device, model_final)
@@ -339,13 +390,16 @@ def module_criticality(
 
     batches = prepare_batches(loader, device)
     metric_batches = batches if metric_loader is None else prepare_batches(metric_loader, device)
-    reference_loss = _mean_loss(working, batches, task)  # the search's own summation
-    epsilon = tolerance * reference_loss
+    loss_of = task if loss_sum is None else loss_sum
+    reference_loss = _mean_loss(working, batches, loss_of)  # the search's own summation
+    if not relative:
+        epsilon = tolerance * reference_loss
     final_metric = evaluate_batches(working, metric_batches, task).metric
     n_passes, n_batches = 1, len(batches)
 
-    settings = {"modules": list(units), "alphas": alphas, "sigmas": sigmas, "n_noise": n_noise,
-                "tolerance": tolerance, "seed": seed, "search": search}  # fmt: skip
+    settings = {"definition": definition, "modules": list(units), "alphas": alphas,
+                "sigmas": sigmas, "n_noise": n_noise, "tolerance": tolerance, "seed": seed,
+                "search": search}  # fmt: skip
     results = []
     for number, (module, members) in enumerate(units.items(), 1):
         if progress is not None:
@@ -353,18 +407,31 @@ def module_criticality(
         slot = ModuleSlot(working, module, members)
         init, final = slot.values_from(state_init), slot.values_from(state_final)
         squared = squared_distance(final, init, slot.parameter_names)
-        slot.set(init)
-        rewind_metric = evaluate_batches(working, metric_batches, task).metric
-        slot.restore()
-        searcher = _Search(working, slot, init, final, batches, task, n_noise, epsilon, seed)
-        best, loss = searcher.run(_grid(alphas, sigmas, squared), search)
+        if rewind_metrics is not None and module in rewind_metrics:
+            rewind_metric = float(rewind_metrics[module])
+        else:
+            slot.set(init)
+            rewind_metric = evaluate_batches(working, metric_batches, task).metric
+            slot.restore()
+        # Under epsilon the grid is in units of the module's own scale (1 for a module
+        # whose final parameters are all zero, which has no scale).
+        scale = (module_rms(final, slot.parameter_names) or 1.0) if relative else 1.0
+        module_sigmas = [scale * sigma for sigma in sigmas]
+        searcher = _Search(working, slot, init, final, batches, loss_of, n_noise, epsilon, seed)
+        best, loss = searcher.run(_grid(alphas, module_sigmas, squared), search)
         n_passes += searcher.n_passes
         n_batches += searcher.n_batches
+        nan = float("nan")
         if best is None:
-            found = (float("inf"), float("nan"), float("nan"))
+            found = (nan if relative else float("inf"), nan, nan)
         else:
             found = (best.objective, best.alpha, best.sigma)
-        results.append(ModuleCriticality(module, rewind_metric, *found, loss_at_minimum=loss))
+        ok = resolved(found[1], found[2], module_sigmas)
+        if relative and not ok:
+            found = (nan, *found[1:])  # "not resolved by the grid", not a number
+        results.append(
+            ModuleCriticality(module, rewind_metric, *found, loss_at_minimum=loss, resolved=ok)
+        )
     full_passes = 1 + len(units) * len(alphas) * len(sigmas) * n_noise
     return CriticalityResult(
         modules=tuple(results),

@@ -16,6 +16,14 @@ default (``bn_mode="auto"``) they are re-estimated at every lambda on training
 batches (:func:`recompute_batchnorm`). ``bn_mode="interpolate"`` interpolates them
 like any other buffer instead. The paper's Fixup networks have no BatchNorm, where
 both modes coincide.
+
+Every point keeps each example's loss (and, for ``multiclass``, whether it was right),
+so that the barrier's interval over the evaluation set
+(:mod:`~transferlens.analysis.barrier_stats`) resamples them without another forward
+pass. ``repair=True`` REPAIRs every interior point
+(:func:`~transferlens.analysis.unit_repair.repair_details`, docs/alignment.md) on the
+training batches before it is evaluated; ``model_b`` should then be aligned to
+``model_a`` (:func:`~transferlens.analysis.unit_alignment.align`).
 """
 
 from __future__ import annotations
@@ -23,7 +31,7 @@ from __future__ import annotations
 import copy
 import math
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -32,17 +40,16 @@ import torch
 from torch import nn
 from torch.nn.modules.batchnorm import _BatchNorm
 
-from transferlens.analysis.checks import check_count, check_task
+from transferlens.analysis.checks import check_count, check_ordered_loader, check_task
 from transferlens.analysis.evalcache import (
     Batch,
     analysis_device,
-    evaluate_batches,
     prepare_batches,
 )
 from transferlens.analysis.statedict import StateLike, as_state_dict, check_same_layout, is_floating
 from transferlens.errors import UserInputError
-from transferlens.evaluation import evaluation_mode
-from transferlens.metrics import Task
+from transferlens.evaluation import EvalResult, evaluation_mode, model_device
+from transferlens.metrics import Task, correct_predictions, mean_roc_auc, task_loss
 
 BN_MODES = ("auto", "recompute", "interpolate")
 
@@ -118,7 +125,11 @@ class InterpolationResult:
     """Loss and metric of ``(1 - lam) a + lam b`` at each lambda of ``lams``.
 
     ``bn_mode``: how BatchNorm statistics were handled (``recompute`` or
-    ``interpolate``); ``settings``: ``lams``, ``bn_mode`` (as asked) and ``bn_batches``.
+    ``interpolate``); ``settings``: ``lams``, ``bn_mode`` (as asked), ``bn_batches``
+    and ``repair``. ``example_loss``: ``[len(lams), n]`` float64, each example's loss
+    at each lambda (``loss`` is its row mean); ``example_correct``: the same of 0/1
+    correctness for ``multiclass`` (``metric`` is its row mean), None for
+    ``multilabel`` (a ROC-AUC is not a mean over examples).
     """
 
     lams: tuple[float, ...]
@@ -126,6 +137,8 @@ class InterpolationResult:
     metric: tuple[float, ...]
     bn_mode: str
     settings: dict[str, Any]
+    example_loss: np.ndarray | None = field(default=None, repr=False, compare=False)
+    example_correct: np.ndarray | None = field(default=None, repr=False, compare=False)
 
     def to_frame(self) -> pd.DataFrame:
         """Columns ``lam, loss, metric``, one row per lambda in the order asked."""
@@ -147,6 +160,56 @@ def _resolve_bn_mode(model: nn.Module, bn_mode: str, train_loader: object) -> st
     return bn_mode if has_bn else "interpolate"
 
 
+@dataclass(frozen=True)
+class ExampleTerms:
+    """One network's evaluation with its per-example terms (see :func:`evaluate_examples`)."""
+
+    result: EvalResult
+    loss: np.ndarray
+    correct: np.ndarray | None
+
+
+def evaluate_examples(model: nn.Module, batches: Iterable[Batch], task: Task) -> ExampleTerms:
+    """:func:`~transferlens.analysis.evalcache.evaluate_batches` keeping each example's
+    loss (float64) and, for ``multiclass``, its 0/1 correctness.
+
+    The sums are taken exactly as :func:`transferlens.evaluation.evaluate` takes them
+    (float64 per batch on the device, the same forward pass), so ``result`` is the
+    number ``evaluate_batches`` gives, bit for bit.
+    """
+    # The same forward as evaluate (input memory format included): the curve's
+    # numbers must not move because the per-example terms are kept.
+    from transferlens.evaluation import _batches
+
+    check_task(task)
+    device = model_device(model)
+    loss_sum = torch.zeros((), dtype=torch.float64, device=device)
+    correct_sum = torch.zeros((), dtype=torch.int64, device=device)
+    losses, corrects, scores, labels = [], [], [], []
+    with evaluation_mode([model]), torch.inference_mode():
+        for logits, targets in _batches(model, batches, device, False):  # type: ignore[arg-type]
+            per_example = task_loss(logits, targets, task, reduction="none").double()
+            loss_sum += per_example.sum()
+            losses.append(per_example.cpu())
+            if task == "multiclass":
+                right = correct_predictions(logits, targets)
+                correct_sum += right.sum()
+                corrects.append(right.cpu())
+            else:
+                scores.append(logits.cpu())
+                labels.append(targets.float().cpu())
+    loss = torch.cat(losses).numpy() if losses else np.zeros(0)
+    n = len(loss)
+    if n == 0:
+        raise UserInputError("the data loader yielded no examples")
+    if task == "multiclass":
+        correct = torch.cat(corrects).to(torch.float64).numpy()
+        metric = int(correct_sum.item()) / n
+    else:
+        correct, metric = None, mean_roc_auc(torch.cat(scores), torch.cat(labels))
+    return ExampleTerms(EvalResult(float(loss_sum.item()) / n, metric, n), loss, correct)
+
+
 def interpolation_curve(
     model_a: nn.Module,
     model_b: StateLike,
@@ -158,20 +221,34 @@ def interpolation_curve(
     train_loader: Iterable | None = None,
     bn_batches: int | None = None,
     device: str | torch.device | None = None,
+    repair: bool = False,
 ) -> InterpolationResult:
     """Loss and metric of ``(1 - lam) a + lam b`` on the whole of ``loader``, for each lambda.
 
     ``model_b`` may be a module or a state dict of ``model_a``'s architecture; the
-    inputs are not modified. The evaluation batches (and, for ``bn_mode`` recompute,
-    the first ``bn_batches`` training batches, all by default) are read once and
-    re-used for every lambda; one working copy of ``model_a`` receives each
-    interpolated state. ``lams`` default to :func:`lambda_grid` ``(11)``.
+    inputs are not modified. The evaluation batches (and, for ``bn_mode`` recompute
+    or ``repair``, the first ``bn_batches`` training batches, all by default) are read
+    once and re-used for every lambda; one working copy of ``model_a`` receives each
+    interpolated state. ``lams`` default to :func:`lambda_grid` ``(11)``. Both loaders
+    must keep their order (:func:`~transferlens.analysis.checks.check_ordered_loader`):
+    the per-example terms of every lambda pair the same examples.
+
+    ``repair``: REPAIR each point strictly between the ends on the training batches
+    (``model_b`` a module, aligned to ``model_a``). The ends are ``a`` and ``b``
+    themselves, whose statistics are their own targets, so they are left as they are.
+    On a network with BatchNorm REPAIR is the re-estimation ``bn_mode`` recompute
+    already does: ``repair`` then changes nothing.
     """
     check_task(task)
     if not isinstance(model_a, nn.Module):
         raise UserInputError("model_a must be an nn.Module (it provides the architecture)")
+    check_ordered_loader(loader, "interpolation")
+    if train_loader is not None:
+        check_ordered_loader(train_loader, "interpolation (training batches)")
+    if repair and (not isinstance(model_b, nn.Module) or train_loader is None):
+        raise UserInputError("interpolation: repair needs model_b as a module and a train_loader")
     settings = {"lams": None if lams is None else list(lams), "bn_mode": bn_mode,
-                "bn_batches": bn_batches}  # fmt: skip
+                "bn_batches": bn_batches, "repair": bool(repair)}  # fmt: skip
     lams = lambda_grid(11) if lams is None else [float(lam) for lam in lams]
     if not lams:
         raise UserInputError("lams is empty")
@@ -185,17 +262,42 @@ def interpolation_curve(
 
     batches = prepare_batches(loader, device)
     train_batches = None
-    if mode == "recompute":
+    if mode == "recompute" or repair:
         train_batches = prepare_batches(train_loader, device, max_batches=bn_batches)
-    losses, metrics = [], []
+    # BatchNorm statistics re-estimated at every point already are REPAIR's correction.
+    repairing = repair and mode != "recompute"
+    points = []
     for lam in lams:
         working.load_state_dict(interpolate_state_dicts(state_a, state_b, lam))
-        if train_batches is not None:
+        if mode == "recompute":
             recompute_batchnorm(working, train_batches)
-        point = evaluate_batches(working, batches, task)
-        losses.append(point.loss)
-        metrics.append(point.metric)
-    return InterpolationResult(tuple(lams), tuple(losses), tuple(metrics), mode, settings)
+        evaluated = working
+        if repairing and 0.0 < lam < 1.0:
+            evaluated = _repaired(model_a, model_b, working, train_batches, lam, device)
+        points.append(evaluate_examples(evaluated, batches, task))
+    return InterpolationResult(
+        tuple(lams),
+        tuple(point.result.loss for point in points),
+        tuple(point.result.metric for point in points),
+        mode,
+        settings,
+        example_loss=np.stack([point.loss for point in points]),
+        example_correct=None if task != "multiclass" else np.stack([p.correct for p in points]),
+    )
+
+
+def _repaired(
+    model_a: nn.Module,
+    model_b: nn.Module,
+    interpolated: nn.Module,
+    train_batches: Iterable,
+    lam: float,
+    device: torch.device,
+) -> nn.Module:
+    # Imported here: unit_repair imports this module (recompute_batchnorm).
+    from transferlens.analysis.unit_repair import repair_details
+
+    return repair_details(model_a, model_b, interpolated, train_batches, lam, device=device).model
 
 
 def barrier(curve: InterpolationResult | pd.DataFrame) -> tuple[float, float]:
@@ -218,11 +320,16 @@ def barrier(curve: InterpolationResult | pd.DataFrame) -> tuple[float, float]:
     if len(lam) == 0 or lam[0] != 0.0 or lam[-1] != 1.0:
         raise UserInputError("the interpolation curve must include lam = 0 and lam = 1")
 
-    def rise_above_line(values: np.ndarray) -> float:
-        step = values[-1] - values[0]
-        line = np.where(lam < 0.5, values[0] + lam * step, values[-1] - (1.0 - lam) * step)
-        return float(np.max(values - line))
-
     loss = ordered["loss"].to_numpy(dtype=np.float64)
     metric = ordered["metric"].to_numpy(dtype=np.float64)
-    return rise_above_line(loss), rise_above_line(-metric)
+    return float(rise_above_line(lam, loss)), float(rise_above_line(lam, -metric))
+
+
+def rise_above_line(lam: np.ndarray, values: np.ndarray) -> np.ndarray:
+    """``max_j values[..., j] - line(lam_j)`` over the last axis, the line between the
+    first and last value evaluated from the nearer end (see :func:`barrier`); ``lam``
+    sorted, from 0 to 1. Rows of ``values`` are independent curves."""
+    first, last = values[..., :1], values[..., -1:]
+    step = last - first
+    line = np.where(lam < 0.5, first + lam * step, last - (1.0 - lam) * step)
+    return np.max(values - line, axis=-1)

@@ -10,6 +10,10 @@ data of any size works, and one pass of the loader serves every model: each mode
 one forward per batch and the HSIC of every pair of (model, layer) comes from one
 matrix product. Batches of fewer than 4 examples are skipped (counted in the result).
 
+Both models see the same batches in one pass; still the loader must not shuffle
+(:func:`~transferlens.analysis.checks.check_ordered_loader`): a result's rows are the
+examples in the loader's order, for every caller that pairs them with anything else.
+
 Intervals: a percentile bootstrap over **batches** (the estimator's own units): the
 per-batch HSIC matrices are kept, resampled batches are summed and turned into CKA.
 This costs no extra forward pass and no Gram matrix; it treats batches as the
@@ -17,9 +21,15 @@ independent draws they are when the loader shuffles (or the data are exchangeabl
 It needs 2 or more batches (NaN otherwise) and is only as fine as the number of
 batches: use 20 or more for a meaningful interval.
 
+Permutation null (``n_permutations`` > 0): ``cka_p``, the p-value of a permutation
+test of each CKA against rows permuted within each batch (:mod:`.cka_permutation`:
+exact for this estimator; the pass keeps each batch's U-centred Grams, no forward pass
+is repeated); NaN with ``n_permutations=0`` (the default: nothing is kept).
+
 Pairs sharing a name (``PT-PT`` over several seed combinations) are averaged into one
 row of :meth:`CKAResult.to_frame`: the mean of their CKA values, and the interval of
-that mean under the same resampled batches. ``to_frame(combine=False)`` keeps one row
+that mean under the same resampled batches (its ``cka_p`` under the null that permutes
+every pair at once). ``to_frame(combine=False)`` keeps one row
 per combination (with ``model_a``, ``model_b``).
 
 Layers: names of :mod:`~transferlens.analysis.layer_specs` (``layer1``, ``fc:in``,
@@ -34,103 +44,30 @@ classifier's input from the model's module map
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
-import pandas as pd
 import torch
 from torch import nn
 
+from transferlens.analysis.checks import check_count, check_ordered_loader
 from transferlens.analysis.cka_estimators import MinibatchCKA, cka_from_hsic
 from transferlens.analysis.cka_kernels import ShiftedGram
+from transferlens.analysis.cka_permutation import permutation_p_values
+from transferlens.analysis.cka_result import CKAResult
 from transferlens.analysis.features import stream_features
 from transferlens.analysis.layer_specs import (
     Tokens,
     check_layers,
     check_tokens,
-    layers_frame,
     resolve_layers,
 )
-from transferlens.analysis.pairs import Pair, resolve_pairs
+from transferlens.analysis.pairs import resolve_pairs
 from transferlens.analysis.stats import bootstrap_interval, check_n_bootstrap, index_counts
 from transferlens.errors import UserInputError
 
 if TYPE_CHECKING:
     from transferlens.models.module_map import ModuleMap
-
-
-@dataclass(frozen=True)
-class CKAResult:
-    """CKA per combination and per pair name.
-
-    ``values``/``low``/``high`` have shape ``[combinations, *cells]`` and
-    ``pair_values``/``pair_low``/``pair_high`` ``[pair names, *cells]``, where cells are
-    ``[layers]`` (``kind="layers"``: the same layer in both models) or
-    ``[layers_a, layers_b]`` (``kind="matrix"``). ``settings``: ``n_bootstrap``,
-    ``confidence`` and ``seed`` of the intervals, and ``tokens``. ``shapes_a`` /
-    ``shapes_b``: the per-example shape of each layer's tensor (of the first model
-    using it), before any reduction.
-    """
-
-    kind: Literal["layers", "matrix"]
-    pairs: tuple[Pair, ...]
-    layers_a: tuple[str, ...]
-    layers_b: tuple[str, ...]
-    values: np.ndarray
-    low: np.ndarray
-    high: np.ndarray
-    pair_names: tuple[str, ...]
-    pair_values: np.ndarray
-    pair_low: np.ndarray
-    pair_high: np.ndarray
-    n_examples: int
-    n_batches: int
-    skipped_examples: int
-    settings: dict[str, Any]
-    shapes_a: tuple[tuple[int, ...], ...] = ()
-    shapes_b: tuple[tuple[int, ...], ...] = ()
-
-    @property
-    def matrix(self) -> np.ndarray:
-        """``[layers_a, layers_b]`` CKA of the first pair (``cka_matrix`` has only one)."""
-        if self.kind != "matrix":
-            raise ValueError("matrix is defined for cka_matrix results; use to_frame()")
-        return self.pair_values[0]
-
-    def layers_frame(self, module_map: ModuleMap) -> pd.DataFrame:
-        """What was compared at each layer of ``layers_a``: ``layer, stage, depth, shape,
-        reduction, features`` (the ``cka_layers`` table; stage and depth of the layer's
-        unit in ``module_map``, reduction ``flatten``, ``tokens=<tokens>`` or ``as is``)."""
-        tokens = self.settings.get("tokens", "all")
-        return layers_frame(self.layers_a, self.shapes_a, tokens, module_map)
-
-    def to_frame(self, combine: bool = True) -> pd.DataFrame:
-        """Tidy table: ``pair, layer, cka, cka_low, cka_high`` (``layer_a, layer_b`` for a matrix).
-
-        ``combine=False``: one row per combination, with ``model_a`` and ``model_b``.
-        """
-        if combine:
-            labels = [{"pair": name} for name in self.pair_names]
-            blocks = zip(labels, self.pair_values, self.pair_low, self.pair_high)
-        else:
-            labels = [{"pair": p, "model_a": a, "model_b": b} for p, a, b in self.pairs]
-            blocks = zip(labels, self.values, self.low, self.high)
-        rows = []
-        for label, values, low, high in blocks:
-            if self.kind == "layers":
-                cells = [({"layer": layer}, (i,)) for i, layer in enumerate(self.layers_a)]
-            else:
-                cells = [
-                    ({"layer_a": a, "layer_b": b}, (i, j))
-                    for i, a in enumerate(self.layers_a)
-                    for j, b in enumerate(self.layers_b)
-                ]
-            for cell, at in cells:
-                rows.append(
-                    {**label, **cell, "cka": values[at], "cka_low": low[at], "cka_high": high[at]}
-                )
-        return pd.DataFrame(rows)
 
 
 def _accumulate(
@@ -141,11 +78,14 @@ def _accumulate(
     device: Any,
     tokens: str,
     shapes: dict[str, dict[str, tuple[int, ...]]],
+    keep_grams: bool = False,
 ) -> MinibatchCKA:
     """One pass: every (model, layer) becomes one row of a single MinibatchCKA.
     ``shapes`` is filled as in :func:`~transferlens.analysis.features.stream_features`."""
     accumulator = MinibatchCKA(
-        sum(len(names) for names in layers.values()), keep_batch_terms=keep_batch_terms
+        sum(len(names) for names in layers.values()),
+        keep_batch_terms=keep_batch_terms,
+        keep_grams=keep_grams,
     )
     # Each layer's output becomes its Gram inside the forward (no batch of features is
     # held); on the CPU image batches run channels-last, read by the Grams as they lie.
@@ -219,6 +159,23 @@ def _estimate(
     )
 
 
+def _p_values(
+    accumulator: MinibatchCKA,
+    sizes: list[int],
+    select: np.ndarray,
+    pair_of: list[int],
+    n_pairs: int,
+    settings: dict[str, Any],
+) -> dict[str, np.ndarray]:
+    """``p`` and ``pair_p`` of the permutation null (NaN without draws)."""
+    n_permutations = settings["n_permutations"]
+    grams = accumulator.batch_grams() if n_permutations > 0 else []
+    p, pair_p = permutation_p_values(
+        grams, sizes, select, pair_of, n_pairs, n_permutations, settings["seed"]
+    )
+    return {"p": p, "pair_p": pair_p}
+
+
 def _named(*arrays: np.ndarray) -> dict[str, np.ndarray]:
     names = ("values", "low", "high", "pair_values", "pair_low", "pair_high")
     return dict(zip(names, arrays))
@@ -232,10 +189,19 @@ def _counts(accumulator: MinibatchCKA) -> dict[str, int]:
     }
 
 
-def _settings(n_bootstrap: int, confidence: float, seed: int, tokens: str) -> dict[str, Any]:
+def _settings(
+    n_bootstrap: int, confidence: float, seed: int, tokens: str, n_permutations: int
+) -> dict[str, Any]:
     check_n_bootstrap(n_bootstrap)
+    check_count(n_permutations, "n_permutations", minimum=0)
     check_tokens(tokens)
-    return {"n_bootstrap": n_bootstrap, "confidence": confidence, "seed": seed, "tokens": tokens}
+    return {
+        "n_bootstrap": n_bootstrap,
+        "confidence": confidence,
+        "seed": seed,
+        "tokens": tokens,
+        "n_permutations": n_permutations,
+    }
 
 
 def _shapes(
@@ -257,13 +223,15 @@ def cka(
     device: str | torch.device | None = None,
     tokens: Tokens = "all",
     module_map: ModuleMap | None = None,
+    n_permutations: int = 0,
 ) -> CKAResult:
     """CKA between the same layers of two models (one pair, named ``"a-b"``).
 
     ``layers`` must exist in both models; None: the ``cka_layers`` of ``module_map``
     (None: ``model_a``'s own map), each stage's output and the classifier's input.
-    ``tokens``: ``all``, ``cls`` or ``mean`` (module docstring). Estimator and
-    intervals: see the module docstring. Several models: :func:`cka_many`.
+    ``tokens``: ``all``, ``cls`` or ``mean`` (module docstring). Estimator,
+    intervals and ``n_permutations`` (p-values): see the module docstring. Several
+    models: :func:`cka_many`.
     """
     for name, model in (("model_a", model_a), ("model_b", model_b)):
         if not isinstance(model, nn.Module):
@@ -281,6 +249,7 @@ def cka(
         device=device,
         tokens=tokens,
         module_map=module_map,
+        n_permutations=n_permutations,
     )
 
 
@@ -296,6 +265,7 @@ def cka_many(
     device: str | torch.device | None = None,
     tokens: Tokens = "all",
     module_map: ModuleMap | None = None,
+    n_permutations: int = 0,
 ) -> CKAResult:
     """CKA between the same layers of several pairs of models, in one pass of ``loader``.
 
@@ -305,14 +275,16 @@ def cka_many(
     the models named in a pair run. ``layers`` must exist in every model; None: the
     ``cka_layers`` of ``module_map`` (None: the first used model's own map). ``tokens``:
     ``all``, ``cls`` or ``mean`` (module docstring; ``cls`` is refused when the map
-    says the model has no class token).
+    says the model has no class token). ``n_permutations`` > 0: ``cka_p`` of each
+    combination and pair name (module docstring). ``loader`` must not shuffle.
     """
     if not isinstance(models, Mapping):
         raise UserInputError(
             f"cka_many: models must be a mapping {{name: nn.Module}} (got {type(models).__name__}); "
             "two models: cka(model_a, model_b, loader)"
         )
-    settings = _settings(n_bootstrap, confidence, seed, tokens)
+    settings = _settings(n_bootstrap, confidence, seed, tokens, n_permutations)
+    check_ordered_loader(loader, "cka")
     model_map = dict(models)
     if not model_map:
         raise UserInputError("no models to compare")
@@ -330,7 +302,14 @@ def cka_many(
     model_map = {key: model_map[key] for key in used}
     shapes: dict[str, dict[str, tuple[int, ...]]] = {}
     accumulator = _accumulate(
-        model_map, loader, {key: layers for key in used}, n_bootstrap > 0, device, tokens, shapes
+        model_map,
+        loader,
+        {key: layers for key in used},
+        n_bootstrap > 0,
+        device,
+        tokens,
+        shapes,
+        keep_grams=n_permutations > 0,
     )
     offset = {key: i * len(layers) for i, key in enumerate(used)}
     select = np.array(
@@ -339,6 +318,8 @@ def cka_many(
     names = list(dict.fromkeys(name for name, _, _ in combos))
     pair_of = [names.index(name) for name, _, _ in combos]
     estimates = _estimate(accumulator, select, pair_of, len(names), n_bootstrap, confidence, seed)
+    sizes = [len(layers)] * len(used)
+    p_values = _p_values(accumulator, sizes, select, pair_of, len(names), settings)
     return CKAResult(
         kind="layers",
         pairs=tuple(combos),
@@ -350,6 +331,7 @@ def cka_many(
         settings=settings,
         shapes_a=_shapes(shapes, used[0], layers),
         shapes_b=_shapes(shapes, used[0], layers),
+        **p_values,
     )
 
 
@@ -366,27 +348,39 @@ def cka_matrix(
     device: str | torch.device | None = None,
     tokens: Tokens = "all",
     module_map: ModuleMap | None = None,
+    n_permutations: int = 0,
 ) -> CKAResult:
     """CKA of every layer of ``layers_a`` (in ``model_a``) with every one of ``layers_b``.
 
     ``model_b`` may be ``model_a`` itself (one forward per batch). Pair name ``"a-b"``;
     ``result.matrix`` is the ``[len(layers_a), len(layers_b)]`` array. None: the
-    ``cka_layers`` of ``module_map`` (None: that model's own map). ``tokens``: as in
-    :func:`cka_many`.
+    ``cka_layers`` of ``module_map`` (None: that model's own map). ``tokens`` and
+    ``n_permutations``: as in :func:`cka_many` (the two sides are permuted apart even
+    when ``model_b`` is ``model_a``).
     """
-    settings = _settings(n_bootstrap, confidence, seed, tokens)
+    settings = _settings(n_bootstrap, confidence, seed, tokens, n_permutations)
+    check_ordered_loader(loader, "cka")
     layers_a = resolve_layers(model_a, layers_a, module_map, tokens)
     layers_b = resolve_layers(model_b, layers_b, module_map, tokens)
     models = {"a": model_a, "b": model_b}
     shapes: dict[str, dict[str, tuple[int, ...]]] = {}
     accumulator = _accumulate(
-        models, loader, {"a": layers_a, "b": layers_b}, n_bootstrap > 0, device, tokens, shapes
+        models,
+        loader,
+        {"a": layers_a, "b": layers_b},
+        n_bootstrap > 0,
+        device,
+        tokens,
+        shapes,
+        keep_grams=n_permutations > 0,
     )
     offset = len(layers_a)
     select = np.array(
         [[[(i, offset + j) for j in range(len(layers_b))] for i in range(len(layers_a))]]
     )
     estimates = _estimate(accumulator, select, [0], 1, n_bootstrap, confidence, seed)
+    sizes = [len(layers_a), len(layers_b)]
+    p_values = _p_values(accumulator, sizes, select, [0], 1, settings)
     return CKAResult(
         kind="matrix",
         pairs=(("a-b", "a", "b"),),
@@ -398,4 +392,5 @@ def cka_matrix(
         settings=settings,
         shapes_a=_shapes(shapes, "a", layers_a),
         shapes_b=_shapes(shapes, "b", layers_b),
+        **p_values,
     )

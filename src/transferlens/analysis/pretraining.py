@@ -2,7 +2,10 @@
 
 For each target and each epoch k of P that P-T runs started from (``pretrain_epoch``),
 over seeds: the mean final test metric and the mean optimisation speed, with their
-standard deviations (ddof 1) and the number of runs. Only unshuffled P-T runs count
+standard deviations (ddof 1) and the number of runs, then the 95% t-interval of each
+mean across seeds, the unit of replication (``final_test_metric_seeds_low`` / ``_high``,
+``optimization_speed_seeds_low`` / ``_high``:
+:func:`~transferlens.analysis.seed_stats.seed_estimate`; NaN for a single seed). Only unshuffled P-T runs count
 (block-shuffled ones answer analysis 1); in a study's ``runs.csv`` (with its
 ``groups`` column), only those of the checkpoint sweep (``pretrain_checkpoints``).
 
@@ -17,7 +20,7 @@ from typing import Any
 
 import pandas as pd
 
-from transferlens.analysis.reuse import check_runs, finished_target_runs
+from transferlens.analysis.reuse import check_runs, finished_target_runs, seed_intervals
 from transferlens.results import PRETRAIN_CHECKPOINTS_GROUP, has_groups, runs_in_group
 
 REQUIRED = (
@@ -41,7 +44,9 @@ class PretrainCheckpointsResult:
 
     def to_frame(self) -> pd.DataFrame:
         """Columns ``target, pretrain_epoch, final_test_metric, optimization_speed,
-        final_test_metric_std, optimization_speed_std, n``, sorted by target and epoch."""
+        final_test_metric_std, optimization_speed_std, n, final_test_metric_seeds_low,
+        final_test_metric_seeds_high, optimization_speed_seeds_low,
+        optimization_speed_seeds_high``, sorted by target and epoch."""
         return self.table.copy()
 
 
@@ -70,7 +75,9 @@ def pretrain_checkpoints(runs: pd.DataFrame) -> PretrainCheckpointsResult:
             "optimization_speed_std": grouped["optimization_speed"].std(ddof=1),
             "n": grouped["final_test_metric"].size(),
         }
-    ).reset_index()
+    )
+    metrics = {name: name for name in ("final_test_metric", "optimization_speed")}
+    table = table.join(seed_intervals(pt, ["target", "pretrain_epoch"], metrics)).reset_index()
     table["pretrain_epoch"] = table["pretrain_epoch"].astype("int64")
     table = table.sort_values(["target", "pretrain_epoch"], kind="stable").reset_index(drop=True)
     return PretrainCheckpointsResult(table, {"group": group})

@@ -85,6 +85,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "classifier's input, from the module map)",
     )
     cka.add_argument(
+        "--permutations",
+        type=int,
+        default=100,
+        help="draws of the permutation null (rows of one model permuted) for cka_p (0: none)",
+    )
+    cka.add_argument(
         "--tokens",
         choices=("all", "cls", "mean"),
         default="all",
@@ -117,7 +123,19 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     criticality.add_argument("--alpha-points", type=int, default=11)
     criticality.add_argument("--sigma-points", type=int, default=11)
     criticality.add_argument("--noise-samples", type=int, default=10)
-    criticality.add_argument("--tolerance", type=float, default=1.01)
+    criticality.add_argument(
+        "--definition",
+        choices=("epsilon", "reference"),
+        default="epsilon",
+        help="epsilon: loss bound --epsilon, sigmas log-spaced over --sigma-span times each "
+        "module's weight RMS (resolves at convergence); reference: the TensorFlow "
+        "reference's --tolerance x final loss, sigmas linspace(1e-16, 1)",
+    )
+    criticality.add_argument("--epsilon", type=float, default=0.1, help="loss bound (epsilon)")
+    criticality.add_argument(
+        "--sigma-span", type=float, nargs=2, default=(1e-3, 10.0), metavar=("LOW", "HIGH")
+    )
+    criticality.add_argument("--tolerance", type=float, default=1.01, help="(reference)")
     criticality.add_argument("--seed", type=int, default=0)
 
 
@@ -216,7 +234,7 @@ def _cka_or_mistakes(args: argparse.Namespace) -> pd.DataFrame:
 
         return cka_many(
             models, loader, layers=args.layers, pairs=pairs, n_bootstrap=args.bootstrap,
-            tokens=args.tokens, device=device,
+            n_permutations=args.permutations, tokens=args.tokens, device=device,
         ).to_frame()  # fmt: skip
     from transferlens.analysis import mistakes
 
@@ -227,6 +245,7 @@ def _cka_or_mistakes(args: argparse.Namespace) -> pd.DataFrame:
 
 def _criticality(args: argparse.Namespace) -> pd.DataFrame:
     from transferlens.analysis import criticality_grid, module_criticality
+    from transferlens.analysis.criticality_definition import relative_sigma_grid
     from transferlens.train import load_model
 
     if len(args.run) + len(args.weights) != 1:
@@ -249,10 +268,13 @@ def _criticality(args: argparse.Namespace) -> pd.DataFrame:
             raise UserInputError(f"{flag} must be at least 2 (got {value})")
     data = _eval_data(args)
     alphas, sigmas = criticality_grid(args.alpha_points, args.sigma_points)
+    if args.definition == "epsilon":
+        sigmas = relative_sigma_grid(args.sigma_points, args.sigma_span)
     result = module_criticality(
         final, init, data.loader(args.loss_split), data.task,
         modules=args.modules, alphas=alphas, sigmas=sigmas, n_noise=args.noise_samples,
-        tolerance=args.tolerance, seed=args.seed, device=resolve_device(args.device, key="--device"),
+        definition=args.definition, epsilon=args.epsilon, tolerance=args.tolerance,
+        seed=args.seed, device=resolve_device(args.device, key="--device"),
         metric_loader=data.loader(args.split),
     )  # fmt: skip
     print(

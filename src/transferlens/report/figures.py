@@ -4,7 +4,9 @@ fine-tuning from pre-training checkpoints (Fig. 7), plus the helpers every figur
 Figures are plain :class:`matplotlib.figure.Figure` objects rendered by the Agg
 canvas (no global pyplot state, no display needed). Metrics are drawn in the unit
 the report prints them in: accuracy in percent, ROC-AUC as a fraction. Where
-several seeds exist, lines are their mean and bands span their minimum to maximum.
+several seeds exist, lines are their mean and bands span their minimum to maximum;
+where a table carries a 95% interval across seeds (``<value>_seeds_low/high``), the
+figure draws that interval as error bars, never one it computes itself.
 """
 
 from __future__ import annotations
@@ -162,42 +164,145 @@ def plot_learning_curves(curves: pd.DataFrame, targets: list[str], tasks: dict[s
     return figure
 
 
+REUSE_VALUES = ("metric_pt", "metric_rit", "relative_gap", "speed_pt", "speed_rit")
+SEEDS_LOW, SEEDS_HIGH = "_seeds_low", "_seeds_high"  # suffixes of an interval across seeds
+
+
+def seed_interval_columns(frame: pd.DataFrame, values: Sequence[str]) -> list[str]:
+    """The ``<value>_seeds_low`` / ``_high`` columns of ``frame`` for ``values`` (absent
+    from study folders written before the intervals)."""
+    names = [f"{value}{suffix}" for value in values for suffix in (SEEDS_LOW, SEEDS_HIGH)]
+    return [name for name in names if name in frame.columns]
+
+
+def has_seed_intervals(frame: pd.DataFrame | None, value: str) -> bool:
+    """Does ``frame`` carry a finite interval across seeds for ``value`` in some row?"""
+    low, high = f"{value}{SEEDS_LOW}", f"{value}{SEEDS_HIGH}"
+    if frame is None or low not in frame.columns or high not in frame.columns:
+        return False
+    return bool((frame[low].notna() & frame[high].notna()).any())
+
+
 def _reuse_means(rows: pd.DataFrame) -> pd.DataFrame:
-    columns = ["metric_pt", "metric_rit", "relative_gap", "speed_pt", "speed_rit"]
-    grouped = rows.groupby(rows["block_size"].fillna(-1), sort=False)[columns]
+    """Per block size (index: the size, -1 unshuffled), in the paper's order: the rows'
+    means, their min and max (several rows per size: one per seed, in a hand-made table)
+    and the mean of each interval column (a study writes one row per size, so this is
+    the table's interval)."""
+    columns = list(REUSE_VALUES)
+    intervals = seed_interval_columns(rows, columns)
+    grouped = rows.groupby(rows["block_size"].fillna(-1), sort=False)
     table = (
-        grouped.mean().join(grouped.min().add_suffix("_min")).join(grouped.max().add_suffix("_max"))
-    )
+        grouped[columns].mean()
+        .join(grouped[columns].min().add_suffix("_min"))
+        .join(grouped[columns].max().add_suffix("_max"))
+    )  # fmt: skip
+    if intervals:
+        table = table.join(grouped[intervals].mean())
     table["block_size"] = [None if key == -1 else int(key) for key in table.index]
     order = sorted(range(len(table)), key=lambda i: block_sort_key(table["block_size"].iloc[i]))
     return table.iloc[order]
 
 
-def _paired_bars(
-    axes: Axes, table: pd.DataFrame, columns: tuple[str, str], scale: float, errors: bool
+def draw_interval(
+    axes: Axes, x: np.ndarray, values: np.ndarray, low: np.ndarray, high: np.ndarray, **style
 ) -> None:
+    """Error bars from ``low`` to ``high`` around ``values`` where all three are finite."""
+    finite = np.isfinite(values) & np.isfinite(low) & np.isfinite(high)
+    if not finite.any():
+        return
+    spread = np.vstack([values[finite] - low[finite], high[finite] - values[finite]])
+    axes.errorbar(x[finite], values[finite], yerr=np.clip(spread, 0, None), fmt="none", **style)
+
+
+def _bar_interval(
+    table: pd.DataFrame, column: str, scale: float, several: bool
+) -> tuple[np.ndarray, np.ndarray] | None:
+    """The bar's error bar: the table's interval across seeds where it has one, else the
+    seeds' min to max where several rows share the bar (older tables), else none."""
+    if has_seed_intervals(table, column):
+        return (
+            table[f"{column}{SEEDS_LOW}"].to_numpy(float) * scale,
+            table[f"{column}{SEEDS_HIGH}"].to_numpy(float) * scale,
+        )
+    if several:
+        return (
+            table[f"{column}_min"].to_numpy(float) * scale,
+            table[f"{column}_max"].to_numpy(float) * scale,
+        )
+    return None
+
+
+def _paired_bars(
+    axes: Axes,
+    table: pd.DataFrame,
+    columns: tuple[str, str],
+    scale: float,
+    several: bool,
+    seeds: Mapping[str, pd.DataFrame] | None = None,
+) -> float:
+    """P-T and RI-T bars per block size with their error bars and, from ``seeds`` (init ->
+    rows with ``block_key`` and ``value``), one dot per seed; returns the highest point
+    drawn (for the axis limit)."""
     positions = np.arange(len(table))
+    where = {key: position for position, key in enumerate(table.index)}
+    highest = 0.0
+    dots_labelled = False
     for offset, column, init in ((-0.2, columns[0], "PT"), (0.2, columns[1], "RIT")):
         values = table[column].to_numpy(float) * scale
-        spread = None
-        if errors:
-            spread = np.vstack(
-                [
-                    values - table[f"{column}_min"].to_numpy(float) * scale,
-                    table[f"{column}_max"].to_numpy(float) * scale - values,
-                ]
-            )
         axes.bar(
-            positions + offset, values, width=0.4, color=color_of(init), label=INIT_LABELS[init],
-            yerr=spread, capsize=2, error_kw={"elinewidth": 0.8},
-        )  # fmt: skip
+            positions + offset, values, width=0.4, color=color_of(init), label=INIT_LABELS[init]
+        )
+        interval = _bar_interval(table, column, scale, several)
+        if interval is not None:
+            draw_interval(
+                axes, positions + offset, values, *interval, ecolor="black", capsize=2,
+                elinewidth=0.8,
+            )  # fmt: skip
+            highest = max(highest, float(np.nanmax(np.append(interval[1], 0.0))))
+        points = seeds.get(init) if seeds else None
+        if points is not None and not points.empty:
+            x = points["block_key"].map(where)
+            shown = x.notna()
+            label = None if dots_labelled else "one seed's run"
+            axes.scatter(
+                x[shown].to_numpy(float) + offset, points["value"][shown].to_numpy(float) * scale,
+                s=9, color="white", edgecolors="black", linewidths=0.6, zorder=3, label=label,
+            )  # fmt: skip
+            dots_labelled = True
+            if shown.any():
+                highest = max(highest, float(np.nanmax(points["value"][shown]) * scale))
+        highest = max(highest, float(np.nanmax(np.append(values, 0.0))))
     axes.set_xticks(positions, [block_label(size) for size in table["block_size"]])
     axes.set_xlabel("block size (pixels; 'pixel' = pixel shuffle, 'none' = unshuffled)")
+    return highest
 
 
-def plot_reuse(reuse: pd.DataFrame, targets: list[str], tasks: dict[str, str]) -> Figure:
+def _seed_points(seeds: pd.DataFrame | None, target: str, column: str) -> dict[str, pd.DataFrame]:
+    """init -> rows (``block_key``, ``value`` = ``column``) of ``target``'s runs."""
+    if seeds is None or seeds.empty:
+        return {}
+    rows = seeds[seeds["target"] == target]
+    keys = pd.to_numeric(rows["block_size"], errors="coerce").fillna(-1).astype(int)
+    frame = pd.DataFrame(
+        {"init": rows["init"], "block_key": keys, "value": pd.to_numeric(rows[column])}
+    )
+    return {str(init): group for init, group in frame.groupby("init")}
+
+
+def plot_reuse(
+    reuse: pd.DataFrame,
+    targets: list[str],
+    tasks: dict[str, str],
+    seeds: pd.DataFrame | None = None,
+) -> Figure:
     """Fig. 3: per target, final metric of P-T and RI-T per block size with the relative gap
-    (percent) printed over each pair, and their optimisation speed."""
+    (percent) printed over each pair, and their optimisation speed.
+
+    Error bars: the table's 95% t-interval across seeds (``<value>_seeds_low/high``)
+    where it has one, else the min-max of several rows of one block size. ``seeds``
+    (target, init, block_size, final_test_metric, optimization_speed: one row per run
+    that the table averages) adds a dot per seed.
+    """
     shown = [target for target in targets if (reuse["target"] == target).any()]
     figure, panels = panel_grid(2 * len(shown), columns=2, width=6.0, height=3.4)
     for index, target in enumerate(shown):
@@ -206,19 +311,26 @@ def plot_reuse(reuse: pd.DataFrame, targets: list[str], tasks: dict[str, str]) -
         several = bool(rows.groupby(rows["block_size"].fillna(-1)).size().max() > 1)
         scale = metric_scale(tasks[target])
         final_axes, speed_axes = panels[2 * index], panels[2 * index + 1]
-        _paired_bars(final_axes, table, ("metric_pt", "metric_rit"), scale, several)
-        top = np.nanmax(table[["metric_pt", "metric_rit"]].to_numpy(float)) * scale
+        finals = _seed_points(seeds, target, "final_test_metric")
+        top = _paired_bars(final_axes, table, ("metric_pt", "metric_rit"), scale, several, finals)
+        # The gap is printed above the bars and their error bars.
+        reach = [
+            "metric_pt",
+            "metric_rit",
+            *seed_interval_columns(table, ("metric_pt", "metric_rit")),
+        ]
         for position, (gap, high) in enumerate(
-            zip(table["relative_gap"], table[["metric_pt", "metric_rit"]].max(axis=1) * scale)
+            zip(table["relative_gap"], table[reach].max(axis=1) * scale)
         ):
             if np.isfinite(gap):
                 final_axes.text(position, high + 0.02 * top, f"{gap:.0f}%", ha="center", fontsize=7)
-        final_axes.set_ylim(0, top * 1.15 if top > 0 else 1)
+        final_axes.set_ylim(_bar_floor(final_axes), top * 1.15 if top > 0 else 1)
         final_axes.set_title(
             f"{target}: final {metric_axis_label(tasks[target])}; relative gap over bars"
         )
         final_axes.set_ylabel(metric_axis_label(tasks[target]))
-        _paired_bars(speed_axes, table, ("speed_pt", "speed_rit"), scale, several)
+        speeds = _seed_points(seeds, target, "optimization_speed")
+        _paired_bars(speed_axes, table, ("speed_pt", "speed_rit"), scale, several, speeds)
         speed_axes.set_title(f"{target}: optimisation speed")
         speed_axes.set_ylabel(metric_axis_label(tasks[target], "mean train"))
         for axes in (final_axes, speed_axes):
@@ -228,24 +340,43 @@ def plot_reuse(reuse: pd.DataFrame, targets: list[str], tasks: dict[str, str]) -
     return figure
 
 
+def _bar_floor(axes: Axes) -> float:
+    """0, or below it when an interval reaches under 0 (two seeds give wide intervals)."""
+    return min(0.0, axes.get_ylim()[0])
+
+
 def plot_pretrain_checkpoints(
     table: pd.DataFrame, targets: list[str], tasks: dict[str, str]
 ) -> Figure:
     """Fig. 7: final test metric and optimisation speed of P-T vs the pre-training epoch it
-    started from (mean over seeds, min-max band), one panel per target."""
+    started from (mean over seeds), one panel per target: error bars are the table's 95%
+    t-interval across seeds (``<value>_seeds_low/high``) where it has one, else a band
+    from the min to the max of several rows of one epoch (older tables)."""
     shown = [target for target in targets if (table["target"] == target).any()]
     figure, panels = panel_grid(len(shown))
     for axes, target in zip(panels, shown):
         rows = table[table["target"] == target]
         scale = metric_scale(tasks[target])
-        for column, label, color in (
-            ("final_test_metric", "final test", "#1f5fa8"),
-            ("optimization_speed", "optimisation speed (mean train)", "#2a9d5b"),
+        for offset, (column, label, color) in zip(
+            (-0.015, 0.015),
+            (
+                ("final_test_metric", "final test", "#1f5fa8"),
+                ("optimization_speed", "optimisation speed (mean train)", "#2a9d5b"),
+            ),
         ):
             grouped = rows.groupby("pretrain_epoch")[column]
             mean, low, high = (grouped.agg(f) * scale for f in ("mean", "min", "max"))
             axes.plot(mean.index, mean.values, marker="o", markersize=4, color=color, label=label)
-            if (grouped.size() > 1).any():
+            if has_seed_intervals(rows, column):
+                bounds = rows.groupby("pretrain_epoch")[[f"{column}{SEEDS_LOW}",
+                                                        f"{column}{SEEDS_HIGH}"]].mean() * scale  # fmt: skip
+                # Offset sideways so that the two quantities' bars do not hide each other.
+                x = mean.index.to_numpy(float) + offset * max(1.0, float(np.ptp(mean.index)))
+                draw_interval(
+                    axes, x, mean.to_numpy(float), *(bounds[c].to_numpy(float) for c in bounds),
+                    ecolor=color, capsize=3, elinewidth=1.0,
+                )  # fmt: skip
+            elif (grouped.size() > 1).any():
                 axes.fill_between(mean.index, low.values, high.values, color=color, alpha=0.2)
         axes.set_title(target)
         axes.set_xlabel("pre-training epoch of P fine-tuned from")

@@ -75,6 +75,18 @@ def plot_rewind_heatmap(
     return figure
 
 
+UNRESOLVED = "not resolved"  # the word the figures and tables put where no number is
+
+
+def unresolved_units(rows: pd.DataFrame, init: str) -> list[str]:
+    """Units of ``rows`` (one target) whose criticality ``init``'s grid did not resolve
+    (``resolved`` False in any of its rows; tables without the column: none)."""
+    if "resolved" not in rows.columns:
+        return []
+    chosen = rows[(rows["init"] == init) & ~rows["resolved"].astype(bool)]
+    return list(dict.fromkeys(chosen["module"]))
+
+
 def plot_criticality(
     criticality: pd.DataFrame,
     targets: list[str],
@@ -82,25 +94,76 @@ def plot_criticality(
     stage_of: Mapping[str, str | None] | None = None,
 ) -> Figure:
     """Module criticality mu_i per unit (in ``order``), P-T vs RI-T, per target (log scale
-    when positive); ``stage_of`` names each unit's stage along the top."""
+    when positive); ``stage_of`` names each unit's stage along the top. A unit the grid
+    did not resolve has no point: a cross in its model's colour at the panel's bottom,
+    and the words "not resolved" in the legend."""
     shown = shown_targets(criticality, targets)
-    count = criticality["module"].nunique()
+    rows_all = criticality
+    count = rows_all["module"].nunique()
     figure, panels = panel_grid(len(shown), columns=2, width=grid_width(count, 6.0), height=3.4)
     for axes, target in zip(panels, shown):
-        rows = criticality[criticality["target"] == target]
+        rows = rows_all[rows_all["target"] == target]
         lines = []
         for init in ("PT", "RIT"):
             values = rows[rows["init"] == init].groupby("module")["criticality"].mean()
+            values = values.where(~values.index.isin(unresolved_units(rows, init)))
             if not values.empty:
                 lines.append((INIT_LABELS[init], color_of(init), values))
         modules = ordered_names(rows["module"], order)
         stages = [stage_of.get(m) for m in modules] if stage_of else None
         ylabel = "criticality (alpha^2 ||delta||^2 / sigma^2)"
-        unit_panel(axes, target, modules, ylabel, lines, stages=stages)
-        finite = rows["criticality"].to_numpy(float)
-        finite = finite[np.isfinite(finite)]
+        finite = np.concatenate([v.to_numpy(float) for _, _, v in lines]) if lines else []
+        finite = np.asarray(finite)[np.isfinite(finite)]
         if finite.size and (finite > 0).all():
             axes.set_yscale("log")
+        for init in ("PT", "RIT"):
+            missing = [modules.index(m) for m in unresolved_units(rows, init) if m in modules]
+            if missing:
+                axes.plot(missing, [0.02] * len(missing), linestyle="none", marker="x",
+                          color=color_of(init), transform=axes.get_xaxis_transform(),
+                          label=f"{INIT_LABELS[init]}: {UNRESOLVED}")  # fmt: skip
+        unit_panel(axes, target, modules, ylabel, lines, stages=stages)
+        if not finite.size:
+            axes.text(0.5, 0.5, f"{UNRESOLVED} by the grid", ha="center", va="center",
+                      transform=axes.transAxes)  # fmt: skip
+    return figure
+
+
+def plot_rewinding_seeds(
+    rewinding: pd.DataFrame,
+    targets: list[str],
+    tasks: dict[str, str],
+    order: Sequence[str] | None = None,
+) -> Figure:
+    """Test metric after rewinding each unit, one point per seed with its bootstrap
+    interval over the test set (rewinding.csv), P-T and RI-T side by side, per target."""
+    shown = shown_targets(rewinding, targets)
+    count = rewinding["module"].nunique()
+    figure, panels = panel_grid(len(shown), columns=2, width=grid_width(count, 6.0), height=3.4)
+    for axes, target in zip(panels, shown):
+        rows = rewinding[rewinding["target"] == target]
+        modules = ordered_names(rows["module"], order)
+        scale = metric_scale(tasks[target])
+        position = {m: i for i, m in enumerate(modules)}
+        for offset, init in ((-0.15, "PT"), (0.15, "RIT")):
+            chosen = rows[rows["init"] == init]
+            seeds = sorted(chosen["seed"].unique())
+            for number, seed in enumerate(seeds):
+                one = chosen[chosen["seed"] == seed]
+                x = one["module"].map(position).to_numpy(float) + offset
+                x = x + 0.06 * (number - (len(seeds) - 1) / 2)
+                y = one["rewind_metric"].to_numpy(float) * scale
+                low = one["rewind_metric_low"].to_numpy(float) * scale
+                high = one["rewind_metric_high"].to_numpy(float) * scale
+                label = INIT_LABELS[init] if number == 0 else None
+                axes.errorbar(x, y, yerr=[np.maximum(y - low, 0), np.maximum(high - y, 0)],
+                              fmt="o", markersize=3, color=color_of(init), capsize=2,
+                              elinewidth=0.8, label=label)  # fmt: skip
+        name_ticks(axes, modules)
+        axes.set_title(target)
+        axes.set_xlabel("module rewound to its initial value")
+        axes.set_ylabel(metric_axis_label(tasks[target]))
+        axes.legend(fontsize=7)
     return figure
 
 

@@ -1,11 +1,11 @@
-"""The paper's findings, decided from this study's numbers (yes / no / not run).
+"""The paper's findings, decided from this study's numbers by stated tests across seeds.
 
-Each finding is a comparison computed from the results tables; nothing is
-hard-coded: a finding that does not hold says "no" and shows the numbers that
-contradict it, one whose tables are missing says "not run". Where a table has
-several rows for the same comparison (several seeds or seed pairs), their mean is
-used. "Closest target" is the first of :func:`transferlens.report.tables.target_order`
-(the study spec's ``targets`` order or ``closeness`` rank), never a domain name.
+Each finding is a claim of the paper in full, split into parts that are each tested
+over the study's seeds (:mod:`transferlens.report.findings_core` states the rule:
+reproduced / contradicted / inconclusive; "not run" when its tables are absent).
+Nothing is hard-coded: the numbers come from ``results/*.csv``. "Closest target" is the
+first of :func:`transferlens.report.tables.target_order` (the study spec's
+``targets`` order or ``closeness`` rank), never a domain name.
 
 Relative gap = 100 (A_PT - A_RIT) / A_PT (percent of the P-T metric).
 """
@@ -15,15 +15,27 @@ from __future__ import annotations
 import textwrap
 from pathlib import Path
 
+import pandas as pd
+
+from transferlens.analysis.seed_stats import CONTRADICTED, INCONCLUSIVE, REPRODUCED
 from transferlens.errors import UserInputError
-from transferlens.report.findings_core import SATURATION_TOLERANCE, Finding, FindingContext
+from transferlens.report.findings_core import (
+    NOT_RUN,
+    SATURATION_TOLERANCE,
+    Finding,
+    FindingContext,
+)
+from transferlens.report.findings_criticality import (
+    lower_modules,
+    lower_more_critical,
+    rewind_costs_rit_more,
+)
 from transferlens.report.findings_models import (
     barrier_higher,
+    barrier_survives_alignment,
     cka_higher,
     distance_closer,
-    lower_modules,
     mistakes_similar,
-    rewind_costs_rit_more,
 )
 from transferlens.report.findings_training import (
     gap_largest_on_closest,
@@ -38,6 +50,7 @@ __all__ = [
     "SATURATION_TOLERANCE",
     "Finding",
     "compute_findings",
+    "findings_frame",
     "findings_from_results",
     "findings_table",
     "lower_modules",
@@ -53,7 +66,9 @@ _FINDINGS = (
     cka_higher,
     distance_closer,
     barrier_higher,
+    barrier_survives_alignment,
     rewind_costs_rit_more,
+    lower_more_critical,
     pretrain_saturates,
 )
 
@@ -79,11 +94,11 @@ def compute_findings(results_dir: str | Path) -> list[Finding]:
 
 
 def findings_table(findings: list[Finding], width: int = 100) -> str:
-    """A plain-text table (finding, reproduced, evidence) wrapped to ``width`` columns."""
-    statement_width, verdict_width = 34, 10
+    """A plain-text table (finding, verdict, evidence) wrapped to ``width`` columns."""
+    statement_width, verdict_width = 34, 12
     evidence_width = max(20, width - statement_width - verdict_width - 4)
     lines = [
-        f"{'finding':<{statement_width}}  {'reproduced':<{verdict_width}}  evidence",
+        f"{'finding':<{statement_width}}  {'verdict':<{verdict_width}}  evidence",
         "-" * width,
     ]
     for finding in findings:
@@ -96,10 +111,60 @@ def findings_table(findings: list[Finding], width: int = 100) -> str:
             lines.append(
                 f"{statement:<{statement_width}}  {verdict:<{verdict_width}}  {evidence}".rstrip()
             )
-    held = sum(finding.reproduced is True for finding in findings)
-    decided = sum(finding.reproduced is not None for finding in findings)
     lines.append("-" * width)
-    lines.append(
-        f"{held} of {decided} decided findings reproduced ({len(findings) - decided} not run)"
-    )
+    lines.append(findings_summary(findings))
     return "\n".join(lines)
+
+
+def findings_summary(findings: list[Finding]) -> str:
+    """``4 reproduced, 1 contradicted, 5 inconclusive, 1 not run (of 11 findings)``."""
+    counts = {
+        verdict: sum(finding.verdict == verdict for finding in findings)
+        for verdict in (REPRODUCED, CONTRADICTED, INCONCLUSIVE, NOT_RUN)
+    }
+    shown = ", ".join(f"{count} {verdict}" for verdict, count in counts.items())
+    return f"{shown} (of {len(findings)} findings; rule: docs/findings.md)"
+
+
+FINDINGS_COLUMNS = (
+    "finding", "statement", "verdict", "part", "part_verdict", "statistic", "unit", "runs",
+    "effect", "low", "high", "se", "df", "seeds_to_decide", "rule",
+)  # fmt: skip
+
+
+def findings_frame(findings: list[Finding]) -> pd.DataFrame:
+    """``results/findings.csv``: one row per part of every finding (one row for a finding
+    without parts) with the effect, its 95% t-interval, standard error and degrees of
+    freedom, the unit of replication and, for an undecided part, about how many seeds
+    per arm would decide it."""
+    rows = []
+    for finding in findings:
+        head = {
+            "finding": finding.key,
+            "statement": finding.statement,
+            "verdict": finding.verdict,
+            "rule": finding.rule,
+        }
+        if not finding.parts:
+            rows.append({**head, "part": "", "part_verdict": finding.verdict})
+            continue
+        for part in finding.parts:
+            effect = part.effect
+            low, high = part.interval()
+            rows.append(
+                {
+                    **head,
+                    "part": part.name,
+                    "part_verdict": part.verdict,
+                    "statistic": part.statistic,
+                    "unit": part.unit,
+                    "runs": part.runs or part.missing,
+                    "effect": None if effect is None else effect.value,
+                    "low": low,
+                    "high": high,
+                    "se": None if effect is None else effect.se,
+                    "df": None if effect is None else effect.df,
+                    "seeds_to_decide": part.seeds_needed,
+                }
+            )
+    return pd.DataFrame(rows, columns=list(FINDINGS_COLUMNS))

@@ -1,219 +1,270 @@
-"""Findings that compare pairs of models: mistakes, CKA, distances, barriers, rewinding.
+"""Findings that compare pairs of models: mistakes, CKA, distances and barriers.
 
-Each compares the mean over a pair's rows (seed pairs) of one table column, per target.
+Each part compares two pair kinds with disjoint runs (``PT-PT`` against ``RIT-RIT``, or
+``RIT-P`` against ``PT-P``) on one target: the mean over each kind's seed pairs, with
+the delete-one-run jackknife of that mean (pairs sharing a seed are not independent),
+and a Welch t-interval of the difference. Two seeds per arm give one pair of an arm:
+no spread across seeds, so such a part is inconclusive (three seeds are needed).
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from dataclasses import dataclass
+from collections.abc import Callable, Mapping
 
 import pandas as pd
 
-from transferlens.report.findings_core import Finding, FindingContext, not_run
-from transferlens.report.formatting import format_interval
-from transferlens.report.units import StudyUnits, study_units, table_units
-from transferlens.results import lower_units, main_runs
+from transferlens.analysis.seed_stats import difference
+from transferlens.report.findings_core import (
+    PAIR_UNIT,
+    Finding,
+    FindingContext,
+    Part,
+    decided,
+    not_run,
+)
+from transferlens.report.findings_evidence import pair_kind, pair_seeds
+
+PAIR_RULE = (
+    "mean over seed pairs of each kind, delete-one-run jackknife standard errors, Welch "
+    "t-interval of the difference; "
+)
 
 
-@dataclass(frozen=True)
-class _Comparison:
-    """mean(``one``) against mean(``other``) on one target (and layer, if any)."""
-
-    target: str
-    where: str | None
-    one: str
-    other: str
-    first: pd.Series
-    second: pd.Series
-    holds: bool
-
-    def overlap(self, low: str, high: str) -> bool:
-        """Do the two intervals (columns ``low``, ``high``) overlap?"""
-        return bool(self.first[low] <= self.second[high] and self.second[low] <= self.first[high])
+def _fixed(digits: int) -> Callable[[float], str]:
+    return lambda value: f"{value:+.{digits}f}"
 
 
-def _compare_pairs(
+def _pair_part(
     ctx: FindingContext,
-    frame: pd.DataFrame | None,
-    columns: list[str],
-    comparisons: list[tuple[str, str]],
-    by: str | None = None,
-    smaller: bool = False,
-) -> list[_Comparison]:
-    """For each target (and each value of column ``by``), test mean(one) > mean(other).
-
-    Means are over the rows of a (target, pair[, by]); ``columns[0]`` is compared (with
-    ``smaller``: mean(one) < mean(other)). Comparisons whose pairs are absent are skipped.
-    """
-    if frame is None or frame.empty:
-        return []
-    index = ["target", "pair"] + ([by] if by else [])
-    means = frame.groupby(index)[columns].mean()
-    out = []
-    for target in ctx.targets:
-        wheres: list[str | None] = [None]
-        if by:
-            wheres = list(dict.fromkeys(frame.loc[frame["target"] == target, by].dropna()))
-        for where in wheres:
-            for one, other in comparisons:
-                keys = [(target, pair) + ((where,) if by else ()) for pair in (one, other)]
-                if not all(key in means.index for key in keys):
-                    continue
-                first, second = means.loc[keys[0]], means.loc[keys[1]]
-                a, b = first[columns[0]], second[columns[0]]
-                holds = bool(a < b) if smaller else bool(a > b)
-                out.append(_Comparison(target, where, one, other, first, second, holds))
-    return out
+    table: str,
+    target: str,
+    value: str,
+    higher: str,
+    lower: str,
+    show: Callable[[float], str],
+    where: Mapping[str, object] | None = None,
+    name: str | None = None,
+) -> Part | None:
+    """mean(``value`` of ``higher``) - mean(``value`` of ``lower``) on ``target``."""
+    pairs, summary = ctx.results.get(f"{table}_pairs"), ctx.results.get(table)
+    first = pair_kind(pairs, summary, target, higher, value, where)
+    second = pair_kind(pairs, summary, target, lower, value, where)
+    if first is None or second is None:
+        return None
+    first_init, _, second_init = higher.partition("-")
+    return Part(
+        name or target,
+        f"{value}: {higher} - {lower}",
+        difference(first, second),
+        PAIR_UNIT,
+        pair_seeds(pairs, target, (higher, lower)),
+        show,
+        detail=f"{higher} {first.value:.3g} vs {lower} {second.value:.3g}",
+        needs=3 if first_init == second_init else 2,
+    )
 
 
-def _listed(comparisons: list[_Comparison], describe: Callable[[_Comparison], str]) -> str:
-    return "; ".join(describe(c) + ("" if c.holds else " [does not hold]") for c in comparisons)
+def _parts(items: list[Part | None]) -> list[Part]:
+    return [item for item in items if item is not None]
 
 
 def mistakes_similar(ctx: FindingContext) -> Finding:
-    key = "pt_mistakes_more_similar"
-    statement = "Two P-T models make more similar mistakes than two RI-T models (Cohen's kappa)"
-    columns = ["kappa", "kappa_low", "kappa_high"]
-    found = _compare_pairs(ctx, ctx.results.get("mistakes"), columns, [("PT-PT", "RIT-RIT")])
+    key, sections = "pt_mistakes_more_similar", ("mistakes",)
+    statement = (
+        "Two P-T models make more similar mistakes than two RI-T models: higher Cohen's "
+        "kappa, also relative to the largest kappa their accuracies allow (kappa / kappa_max)"
+    )
+    rule = PAIR_RULE + "per target, PT-PT - RIT-RIT of kappa and of kappa / kappa_max"
+    parts = []
+    for target in ctx.targets:
+        parts.append(_pair_part(ctx, "mistakes", target, "kappa", "PT-PT", "RIT-RIT", _fixed(3)))
+        ratio = _pair_part(
+            ctx, "mistakes", target, "kappa_ratio", "PT-PT", "RIT-RIT", _fixed(3),
+            name=f"{target} kappa/kappa_max",
+        )  # fmt: skip
+        parts.append(ratio)
+    found = _parts(parts)
     if not found:
-        return not_run(key, statement, "mistakes.csv lacks PT-PT and RIT-RIT", ("mistakes",))
-
-    def describe(c: _Comparison) -> str:
-        overlap = " (intervals overlap)" if c.overlap("kappa_low", "kappa_high") else ""
-        first, second = (format_interval(*row[columns]) for row in (c.first, c.second))
-        return f"{c.target}: kappa PT-PT {first} vs RIT-RIT {second}{overlap}"
-
-    holds = all(c.holds for c in found)
-    return Finding(key, statement, holds, _listed(found, describe), ("mistakes",))
+        return not_run(key, statement, "mistakes.csv lacks PT-PT and RIT-RIT", sections)
+    return decided(key, statement, rule, found, sections)
 
 
 def cka_higher(ctx: FindingContext) -> Finding:
-    key = "cka_pt_higher"
+    key, sections = "cka_pt_higher", ("cka",)
     statement = "CKA between two P-T models is higher than between two RI-T models at every layer"
-    columns = ["cka", "cka_low", "cka_high"]
-    found = _compare_pairs(ctx, ctx.results.get("cka"), columns, [("PT-PT", "RIT-RIT")], by="layer")
-    if not found:
-        return not_run(key, statement, "cka.csv lacks PT-PT and RIT-RIT", ("cka",))
+    rule = PAIR_RULE + "one part per target and layer: CKA(PT-PT) - CKA(RIT-RIT)"
+    cka = ctx.results.get("cka")
+    if cka is None:
+        return not_run(key, statement, "cka.csv is missing", sections)
     parts = []
-    for target in dict.fromkeys(c.target for c in found):
-        mine = [c for c in found if c.target == target]
-        pt = [float(c.first["cka"]) for c in mine]
-        rit = [float(c.second["cka"]) for c in mine]
-        text = (
-            f"{target}: higher at {sum(c.holds for c in mine)} of {len(mine)} layers "
-            f"(PT-PT {min(pt):.2f} to {max(pt):.2f}, RIT-RIT {min(rit):.2f} to {max(rit):.2f})"
-        )
-        failed = [c for c in mine if not c.holds]
-        if failed:
-            text += "; not at " + ", ".join(
-                f"{c.where} (PT-PT {format_interval(*c.first[columns])} vs RIT-RIT "
-                f"{format_interval(*c.second[columns])})"
-                for c in failed
+    for target in ctx.targets:
+        layers = list(dict.fromkeys(cka.loc[cka["target"] == target, "layer"].dropna()))
+        for layer in layers:
+            parts.append(
+                _pair_part(
+                    ctx,
+                    "cka",
+                    target,
+                    "cka",
+                    "PT-PT",
+                    "RIT-RIT",
+                    _fixed(3),
+                    where={"layer": layer},
+                    name=f"{target} {layer}",
+                )  # fmt: skip
             )
-        parts.append(text)
-    return Finding(key, statement, all(c.holds for c in found), "; ".join(parts), ("cka",))
+    found = _parts(parts)
+    if not found:
+        return not_run(key, statement, "cka.csv lacks PT-PT and RIT-RIT", sections)
+    return decided(key, statement, rule, found, sections)
 
 
 def distance_closer(ctx: FindingContext) -> Finding:
-    key = "pt_closer_in_parameters"
+    key, sections = "pt_closer_in_parameters", ("distance",)
     statement = "P-T models are closer to each other and to P than RI-T models (l2, whole network)"
-    distance = ctx.results.get("distance")
-    whole = None if distance is None else distance[distance["module"] == "all"]
-    found = _compare_pairs(
-        ctx, whole, ["l2"], [("PT-PT", "RIT-RIT"), ("PT-P", "RIT-P")], smaller=True
-    )
+    rule = PAIR_RULE + "per target, l2 RIT-RIT - PT-PT and l2 RIT-P - PT-P"
+    parts = []
+    where = {"module": "all"}
+    for target in ctx.targets:
+        for higher, lower in (("RIT-RIT", "PT-PT"), ("RIT-P", "PT-P")):
+            parts.append(
+                _pair_part(
+                    ctx,
+                    "distance",
+                    target,
+                    "l2",
+                    higher,
+                    lower,
+                    _fixed(1),
+                    where=where,
+                    name=f"{target} {higher} vs {lower}",
+                )  # fmt: skip
+            )
+    found = _parts(parts)
     if not found:
         return not_run(
-            key, statement, "distance.csv lacks whole-network rows of the pairs", ("distance",)
+            key, statement, "distance.csv lacks whole-network rows of the pairs", sections
         )
+    return decided(key, statement, rule, found, sections)
 
-    def describe(c: _Comparison) -> str:
-        return f"{c.target}: {c.one} {c.first['l2']:.1f} vs {c.other} {c.second['l2']:.1f}"
 
-    return Finding(
-        key, statement, all(c.holds for c in found), "l2 " + _listed(found, describe), ("distance",)
-    )
+def _unaligned(frame: pd.DataFrame | None) -> pd.DataFrame | None:
+    """Rows without alignment or repair (all rows of a table without those columns)."""
+    if frame is None:
+        return None
+    if "align" in frame.columns:
+        frame = frame[frame["align"].fillna("none").astype(str) == "none"]
+    if "repair" in frame.columns:
+        frame = frame[~frame["repair"].astype(str).str.lower().isin(("true", "1"))]
+    return frame
 
 
 def barrier_higher(ctx: FindingContext) -> Finding:
-    key = "barrier_rit_higher"
+    key, sections = "barrier_rit_higher", ("interpolation",)
     statement = "The metric barrier between two RI-T models exceeds the one between two P-T models"
-    found = _compare_pairs(
-        ctx, ctx.results.get("barriers"), ["metric_barrier"], [("RIT-RIT", "PT-PT")]
-    )
+    rule = PAIR_RULE + "per target, metric barrier RIT-RIT - PT-PT (without alignment)"
+    barriers = ctx.results.get("barriers")
+    if barriers is None:
+        return not_run(key, statement, "barriers.csv is missing", sections)
+    view = _with_tables(ctx, "barriers", _unaligned)
+    parts = [
+        _pair_part(
+            view,
+            "barriers",
+            target,
+            "metric_barrier",
+            "RIT-RIT",
+            "PT-PT",
+            ctx.signed_points(target),
+        )  # fmt: skip
+        for target in ctx.targets
+    ]
+    found = _parts(parts)
     if not found:
-        return not_run(key, statement, "barriers.csv lacks PT-PT and RIT-RIT", ("interpolation",))
-
-    def describe(c: _Comparison) -> str:
-        return (
-            f"{c.target}: RIT-RIT {ctx.points(c.target, c.first['metric_barrier'])} vs PT-PT "
-            f"{ctx.points(c.target, c.second['metric_barrier'])}"
-        )
-
-    evidence = "metric barrier " + _listed(found, describe)
-    return Finding(key, statement, all(c.holds for c in found), evidence, ("interpolation",))
+        return not_run(key, statement, "barriers.csv lacks PT-PT and RIT-RIT", sections)
+    return decided(key, statement, rule, found, sections)
 
 
-def lower_modules(modules: list[str]) -> list[str]:
-    """The units of depth below 1/3 of ``modules`` in model order
-    (:func:`transferlens.results.lower_units`): what ``module_map.csv``'s ``lower``
-    column says, for tables written without it (a ResNet-10: ``conv1, layer1.0``)."""
-    return lower_units(modules)
+def _with_tables(
+    ctx: FindingContext, table: str, select: Callable[[pd.DataFrame | None], pd.DataFrame | None]
+) -> FindingContext:
+    """A context whose ``table`` and ``table_pairs`` are filtered by ``select``."""
+    from dataclasses import replace as dc_replace
+
+    tables = dict(ctx.results.tables)
+    for name in (table, f"{table}_pairs"):
+        chosen = select(tables.get(name))
+        if chosen is None or chosen.empty:
+            tables.pop(name, None)
+        else:
+            tables[name] = chosen
+    results = dc_replace(ctx.results, tables=tables)
+    return FindingContext(results=results, targets=ctx.targets, tasks=ctx.tasks)
 
 
-def _rewound_lower(rows: pd.DataFrame, mapped: StudyUnits | None) -> tuple[list[str], pd.DataFrame]:
-    """The lower modules among the rewound rows of one model, and those rows.
+def _aligned(method: str) -> Callable[[pd.DataFrame | None], pd.DataFrame | None]:
+    def select(frame: pd.DataFrame | None) -> pd.DataFrame | None:
+        if frame is None or "align" not in frame.columns:
+            return None
+        rows = frame[frame["align"].astype(str) == method]
+        if (
+            "repair" in rows.columns
+            and rows["repair"].astype(str).str.lower().isin(("true", "1")).any()
+        ):
+            rows = rows[rows["repair"].astype(str).str.lower().isin(("true", "1"))]
+        return rows
 
-    The map's ``lower`` units decide when ``module_map.csv`` exists; otherwise the rule
-    runs on the rewound modules in the table's order (the whole-network row, which
-    rewinds nothing, is no module).
-    """
-    rewound = rows[rows["rewind_metric"].notna()]
-    modules = table_units(rewound)
-    lower = [m for m in modules if m in mapped.lower] if mapped else lower_modules(modules)
-    return lower, rewound[rewound["module"].isin(lower)]
+    return select
 
 
-def rewind_costs_rit_more(ctx: FindingContext) -> Finding:
-    key = "rewind_lower_costs_rit_more"
-    statement = "Rewinding the lower modules to their initial values costs RI-T more than P-T"
-    sections = ("criticality",)
-    criticality, runs = ctx.results.get("criticality"), ctx.results.get("runs")
-    if criticality is None:
-        return not_run(key, statement, "criticality.csv is missing", sections)
-    if runs is None:
-        return not_run(key, statement, "runs.csv (the un-rewound metric) is missing", sections)
-    baseline = main_runs(runs).groupby(["target", "init"])["final_test_metric"].mean()
-    units = study_units(ctx.results)
-    mapped = units if units is not None and units.from_map else None
-    parts, verdicts, unmapped = [], [], False
-    for target in ctx.targets:
-        rows = criticality[criticality["target"] == target]
-        costs = {}
-        for init in ("PT", "RIT"):
-            init_rows = rows[rows["init"] == init]
-            if init_rows.empty or (target, init) not in baseline.index:
-                continue
-            lower, rewound = _rewound_lower(init_rows, mapped)
-            if not lower:
-                unmapped = True
-                continue
-            costs[init] = (float(baseline[(target, init)] - rewound["rewind_metric"].mean()), lower)
-        if len(costs) < 2:
-            continue
-        holds = costs["RIT"][0] > costs["PT"][0]
-        verdicts.append(holds)
-        parts.append(
-            f"{target} ({', '.join(costs['PT'][1])}): "
-            f"RI-T loses {ctx.points(target, costs['RIT'][0])} "
-            f"vs P-T {ctx.points(target, costs['PT'][0])}"
-        )
-    if not verdicts:
-        why = "criticality.csv/runs.csv lack P-T and RI-T of a target"
-        if unmapped and mapped is not None:
-            why = f"criticality.csv rewinds none of the lower modules ({', '.join(mapped.lower)})"
-        return not_run(key, statement, why, sections)
-    return Finding(
-        key, statement, all(verdicts), "mean over lower modules: " + "; ".join(parts), sections
+def barrier_survives_alignment(ctx: FindingContext) -> Finding:
+    key, sections = "rit_barrier_survives_alignment", ("interpolation",)
+    statement = (
+        "The barrier between two RI-T models survives permutation alignment: aligned (and "
+        "repaired) RI-T models still have a higher metric barrier than two P-T models"
     )
+    rule = (
+        PAIR_RULE + "per target and alignment method, metric barrier of aligned RIT-RIT "
+        "(repaired when the study repairs) - metric barrier of PT-PT without alignment; "
+        "contradicted when alignment brings RI-T models to P-T's flatness"
+    )
+    barriers = ctx.results.get("barriers")
+    if barriers is None or "align" not in barriers.columns:
+        return not_run(key, statement, "barriers.csv has no aligned rows", sections)
+    methods = [m for m in dict.fromkeys(barriers["align"].astype(str)) if m != "none"]
+    if not methods:
+        return not_run(
+            key, statement, "interpolation ran without alignment (set align: [none, weights])",
+            sections,
+        )  # fmt: skip
+    plain = _with_tables(ctx, "barriers", _unaligned)
+    parts = []
+    for method in methods:
+        aligned = _with_tables(ctx, "barriers", _aligned(method))
+        for target in ctx.targets:
+            first = pair_kind(
+                aligned.results.get("barriers_pairs"), aligned.results.get("barriers"),
+                target, "RIT-RIT", "metric_barrier",
+            )  # fmt: skip
+            second = pair_kind(
+                plain.results.get("barriers_pairs"), plain.results.get("barriers"),
+                target, "PT-PT", "metric_barrier",
+            )  # fmt: skip
+            if first is None or second is None:
+                continue
+            parts.append(
+                Part(
+                    f"{target} {method}",
+                    "metric barrier: aligned RIT-RIT - PT-PT",
+                    difference(first, second),
+                    PAIR_UNIT,
+                    pair_seeds(ctx.results.get("barriers_pairs"), target, ("RIT-RIT", "PT-PT")),
+                    ctx.signed_points(target),
+                    detail=f"aligned RIT-RIT {ctx.points(target, first.value)} vs "
+                    f"PT-PT {ctx.points(target, second.value)}",
+                    needs=3,
+                )
+            )
+    if not parts:
+        return not_run(key, statement, "barriers.csv lacks aligned RIT-RIT or PT-PT", sections)
+    return decided(key, statement, rule, parts, sections)

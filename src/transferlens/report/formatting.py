@@ -73,6 +73,47 @@ def format_interval(
     return f"{shown} [{float(low):.{digits}f}, {float(high):.{digits}f}]"
 
 
+def format_bracket(low: float | None, high: float | None, digits: int = 2) -> str:
+    """``[0.58, 0.66]``, or ``n/a`` when a bound is missing (no spread to measure)."""
+    if is_missing(low) or is_missing(high):
+        return "n/a"
+    return f"[{float(low):.{digits}f}, {float(high):.{digits}f}]"
+
+
+def format_metric_interval(
+    value: float | None, low: float | None, high: float | None, task: str
+) -> str:
+    """``57.3% [40.1%, 74.5%]`` (accuracy) or ``0.573 [0.401, 0.745]`` (ROC-AUC); the
+    bracket is left out when the interval is missing."""
+    shown = format_metric(value, task)
+    if is_missing(low) or is_missing(high):
+        return shown
+    return f"{shown} [{format_metric(low, task)}, {format_metric(high, task)}]"
+
+
+def format_percent_interval(value: float | None, low: float | None, high: float | None) -> str:
+    """A value already in percent (the relative gap): ``78.8% [60.0%, 97.6%]``."""
+    if is_missing(value):
+        return "n/a"
+    shown = f"{float(value):.1f}%"
+    if is_missing(low) or is_missing(high):
+        return shown
+    return f"{shown} [{float(low):.1f}%, {float(high):.1f}%]"
+
+
+def format_p_value(value: float | None) -> str:
+    """A permutation p-value to three significant digits (``0.00498``), ``n/a`` if missing."""
+    return "n/a" if is_missing(value) else f"{float(value):.3g}"
+
+
+def has_values(frame: pd.DataFrame | None, *columns: str) -> bool:
+    """Does ``frame`` hold every one of ``columns`` with at least one value in the first?
+    (Columns added by later versions are absent from older study folders.)"""
+    if frame is None or not all(column in frame.columns for column in columns):
+        return False
+    return bool(pd.to_numeric(frame[columns[0]], errors="coerce").notna().any())
+
+
 def block_label(block_size: object) -> str:
     """``none`` for unshuffled (empty), ``pixel`` for 0, else the block side."""
     if is_missing(block_size):

@@ -13,6 +13,7 @@ from transferlens.report.blocks import (
     SectionKind,
     TableBlock,
 )
+from transferlens.report.figures import has_seed_intervals
 from transferlens.report.figures_analysis import (
     plot_cka_layers,
     plot_cka_matrices,
@@ -22,9 +23,23 @@ from transferlens.report.figures_analysis import (
     plot_kappa,
 )
 from transferlens.report.formatting import (
+    format_bracket,
     format_interval,
     format_metric_difference,
     format_number,
+    has_values,
+    is_missing,
+)
+from transferlens.report.interval_cells import (
+    BOOTSTRAP,
+    CKA_P,
+    SEED_PAIRS,
+    cka_cell,
+    kappa_caption,
+    kappa_cells,
+    l2_cell,
+    l2_means,
+    mistakes_columns,
 )
 from transferlens.report.sections_gallery import gallery_blocks
 from transferlens.report.seed_pairs import (
@@ -47,6 +62,7 @@ def _count(value: object) -> str:
 def _fill_mistakes(ctx: SectionContext, section: Section) -> None:
     mistakes = ctx.results.tables["mistakes"]
     seeds = seeds_by_model(ctx.results.get("runs"))
+    with_seeds, with_bounds = mistakes_columns(mistakes)
     rows = []
     for target in ctx.targets:
         for pair in pair_order(mistakes[mistakes["target"] == target]):
@@ -60,35 +76,34 @@ def _fill_mistakes(ctx: SectionContext, section: Section) -> None:
                         _count(row.both_wrong),
                         f"{_count(row.only_first_wrong)} ({first} wrong)",
                         f"{_count(row.only_second_wrong)} ({second} wrong)",
-                        format_interval(row.kappa, row.kappa_low, row.kappa_high),
+                        *kappa_cells(row, with_seeds, with_bounds),
                     ]
                 )  # fmt: skip
-    section.blocks.append(
-        TableBlock(
-            "The 2 x 2 table of each pair (counts of test examples, the mean over its seed "
-            "pairs where there are several) and Cohen's kappa [interval]. 'Models' names the "
-            "first and second model of the pair, from the complete main runs of "
-            "results/runs.csv (within P-T or RI-T, the lower seed is first).",
-            [
-                "target",
-                "pair",
-                "models",
-                "n",
-                "both right",
-                "both wrong",
-                "only first wrong",
-                "only second wrong",
-                "kappa",
-            ],
-            rows,
-        )  # fmt: skip
+    header = ["target", "pair", "models", "n", "both right", "both wrong", "only first wrong",
+              "only second wrong", "kappa"]  # fmt: skip
+    caption = (
+        "The 2 x 2 table of each pair (counts of test examples, the mean over its seed "
+        f"pairs where there are several) and Cohen's kappa [{BOOTSTRAP}]. 'Models' names the "
+        "first and second model of the pair, from the complete main runs of "
+        "results/runs.csv (within P-T or RI-T, the lower seed is first)."
     )
+    if with_seeds:
+        header.append("kappa across seed pairs")
+        caption += f" 'Across seed pairs': the {SEED_PAIRS}; n/a with one seed pair."
+    if with_bounds:
+        header += ["kappa_max", "kappa / kappa_max"]
+        header += ["kappa / kappa_max across seed pairs"] if with_seeds else []
+        caption += (
+            " kappa_max: the largest kappa two models of these accuracies can reach "
+            "(Geirhos et al. 2020); kappa / kappa_max [bootstrap over test images] compares "
+            "pairs whose models differ in accuracy."
+        )
+    section.blocks.append(TableBlock(caption, header, rows))
     section.blocks.append(
         ctx.figure(
-            plot_kappa(mistakes, ctx.targets),
+            plot_kappa(mistakes, ctx.targets, ctx.results.get("mistakes_pairs")),
             "kappa",
-            "Cohen's kappa per pair with its interval (one point per row of "
-            "results/mistakes.csv: a pair's mean over its seed pairs).",
+            kappa_caption(with_seeds, with_bounds, ctx.results.get("mistakes_pairs")),
         )
     )
     gallery_blocks(ctx, section, seeds)
@@ -141,33 +156,51 @@ def _fill_cka(ctx: SectionContext, section: Section) -> None:
     cka = ctx.results.tables["cka"]
     order = ctx.layers.order(cka["layer"].dropna()) if ctx.layers else None
     labels = ctx.layers.labels() if ctx.layers else None
+    seeds, p_values = has_seed_intervals(cka, "cka"), has_values(cka, "cka_p")
+    values = ["cka", "cka_low", "cka_high"]
+    values += ["cka_seeds_low", "cka_seeds_high"] if seeds else []
+    values += ["cka_p"] if p_values else []
     _cka_layer_blocks(ctx, section)
+    if p_values:
+        section.blocks.append(NoteBlock(f"{CKA_P}"))
+    caption = f"CKA per layer [{BOOTSTRAP}]"
+    if seeds:
+        caption += f"; seeds [the {SEED_PAIRS}; n/a with one seed pair]"
+    if p_values:
+        caption += "; p = permutation p-value"
     for target in ctx.targets_in(cka):
         rows = cka[cka["target"] == target]
         layers = [
             layer for layer in order or dict.fromkeys(rows["layer"]) if layer in set(rows["layer"])
         ]
-        means = rows.groupby(["pair", "layer"])[["cka", "cka_low", "cka_high"]].mean()
+        means = rows.groupby(["pair", "layer"])[values].mean()
         table = []
         for pair in pair_order(rows):
             cells = [
-                format_interval(*means.loc[(pair, layer)])
+                cka_cell(means.loc[(pair, layer)], seeds, p_values)
                 if (pair, layer) in means.index
                 else "n/a"
                 for layer in layers
             ]
             table.append([pair, *cells])
-        section.blocks.append(
-            TableBlock(f"{target}: CKA per layer [interval].", ["pair", *layers], table)
-        )
+        section.blocks.append(TableBlock(f"{target}: {caption}.", ["pair", *layers], table))
     ordered = " by depth, stage in brackets where it is not the layer's own name" if order else ""
+    pairs = ctx.results.get("cka_pairs")
+    marks = f"bands are the intervals ({BOOTSTRAP})"
+    if seeds:
+        marks += (
+            f"; error bars the {SEED_PAIRS}, cut at the panel's edge where they run past it "
+            "(the table above gives their bounds)"
+        )
+    if pairs is not None and "cka" in pairs.columns:
+        marks += "; open dots each seed pair (results/cka_pairs.csv)"
     section.blocks.append(
         ctx.figure(
-            plot_cka_layers(cka, ctx.targets, order, labels),
+            plot_cka_layers(cka, ctx.targets, order, labels, pairs),
             "cka_layers",
-            f"CKA per layer (input to output{ordered}) for each pair of models; bands are the "
-            "intervals. Each panel's y axis is scaled to its values with a margin (it does "
-            "not span 0 to 1), so differences near 1 stay visible.",
+            f"CKA per layer (input to output{ordered}) for each pair of models; {marks}. Each "
+            "panel's y axis is scaled to its values with a margin (it does not span 0 to 1), "
+            "so differences near 1 stay visible.",
         )
     )
     matrix = ctx.results.get("cka_matrix")
@@ -188,24 +221,28 @@ def _fill_distance(ctx: SectionContext, section: Section) -> None:
     distance = ctx.results.tables["distance"]
     whole = distance[distance["module"] == "all"]
     targets = ctx.targets_in(whole)
+    seeds = has_seed_intervals(distance, "l2")
+    interval = f" [{SEED_PAIRS}; none with one seed pair]" if seeds else ""
     if targets:
-        means = whole.groupby(["pair", "target"])["l2"].mean()
+        means = l2_means(whole, ["pair", "target"])
         rows = [
-            [pair] + [format_number(means.get((pair, t)), 1) for t in targets]
-            for pair in pair_order(whole)
+            [pair] + [l2_cell(means, (pair, t), 1) for t in targets] for pair in pair_order(whole)
         ]
         section.blocks.append(
             TableBlock(
-                "l2 distance of the whole network (mean over seed pairs).", ["pair", *targets], rows
+                f"l2 distance of the whole network (mean over seed pairs){interval}.",
+                ["pair", *targets],
+                rows,
             )
         )
     if (distance["module"] != "all").any():
+        bars = f" Error bars: the {SEED_PAIRS}." if seeds else ""
         section.blocks.append(
             ctx.figure(
                 plot_distance_modules(distance, ctx.targets, ctx.unit_order(), ctx.unit_stages()),
                 "distance_modules",
                 "l2 distance per unit, from the input side of the network (left) to the "
-                "output; stages are named along the top where they hold several units.",
+                f"output; stages are named along the top where they hold several units.{bars}",
             )
         )
     stages = ctx.results.get("distance_stages")
@@ -217,24 +254,27 @@ def _add_stages(ctx: SectionContext, section: Section, stages: pd.DataFrame) -> 
     """Distance per stage: the figure and its table (n/a: a unit of the stage was left
     out, e.g. the head, which P and P-T do not share)."""
     order = ctx.units.stage_names if ctx.units and ctx.units.from_map else None
+    seeds = has_seed_intervals(stages, "l2")
+    bars = f" Error bars: the {SEED_PAIRS}." if seeds else ""
     section.blocks.append(
         ctx.figure(
             plot_distance_stages(stages, ctx.targets, order),
             "distance_stages",
             "l2 distance per stage: the square root of the sum of its units' squared l2 "
-            "distances (no point where a unit of the stage is not shared by the pair).",
+            f"distances (no point where a unit of the stage is not shared by the pair).{bars}",
         )
     )
     names = [n for n in order or dict.fromkeys(stages["stage"]) if n in set(stages["stage"])]
-    means = stages.groupby(["target", "pair", "stage"])["l2"].mean()
+    means = l2_means(stages, ["target", "pair", "stage"])
     rows = [
-        [target, pair, *[format_number(means.get((target, pair, name)), 2) for name in names]]
+        [target, pair, *[l2_cell(means, (target, pair, name), 2) for name in names]]
         for target in ctx.targets_in(stages)
         for pair in pair_order(stages[stages["target"] == target])
     ]
+    interval = f" [{SEED_PAIRS}]" if seeds else ""
     section.blocks.append(
         TableBlock(
-            "l2 distance per stage (mean over seed pairs; n/a: a unit was left out).",
+            f"l2 distance per stage (mean over seed pairs{interval}; n/a: a unit was left out).",
             ["target", "pair", *names],
             rows,
         )
@@ -248,14 +288,16 @@ def _fill_interpolation(ctx: SectionContext, section: Section) -> None:
             ctx.figure(
                 plot_interpolation(interpolation, barriers, ctx.targets, ctx.tasks),
                 "interpolation",
-                "Along the line between two models: test metric (left, barrier in the legend) "
-                "and test loss (right).",
+                _interpolation_caption(interpolation),
             )
         )
     else:
         section.missing_note("interpolation", "the interpolation curve")
     if barriers is None:
         section.missing_note("barriers", "the barrier table")
+        return
+    if "align" in barriers.columns:
+        section.blocks.append(_aligned_barrier_table(ctx, barriers))
         return
     rows = []
     for target in ctx.targets:
@@ -279,6 +321,103 @@ def _fill_interpolation(ctx: SectionContext, section: Section) -> None:
     )
 
 
+def _interpolation_caption(interpolation: pd.DataFrame) -> str:
+    """Today's caption; with several align settings, how the panels are laid out."""
+    aligned = "align" in interpolation.columns and interpolation["align"].nunique() > 1
+    if not aligned:
+        return (
+            "Along the line between two models: test metric (left, barrier in the legend) "
+            "and test loss (right)."
+        )
+    return (
+        "Along the line between two models (the first seed pair of each pair kind): test "
+        "metric (top row, barrier in the legend) and test loss (bottom row), one column per "
+        "alignment of the second model's units to the first's (as trained, weight "
+        "matching, activation matching); dashed: with REPAIR."
+    )
+
+
+ALIGN_LABELS = {"none": "as trained", "weights": "weights", "activations": "activations"}
+
+
+def _alignment_label(align: object, repair: object) -> str:
+    """``as trained``, ``weights``, ``weights + REPAIR`` (``repair`` as read from the CSV)."""
+    label = ALIGN_LABELS.get(str(align), str(align))
+    return f"{label} + REPAIR" if str(repair).lower() == "true" else label
+
+
+def _metric_bracket(low: object, high: object, task: str) -> str:
+    """A metric interval on the scale of :func:`format_metric_difference` (points for
+    accuracy, a fraction for ROC-AUC)."""
+    scale, digits = (1.0, 3) if task == "multilabel" else (100.0, 1)
+    if is_missing(low) or is_missing(high):
+        return "n/a"
+    return format_bracket(float(low) * scale, float(high) * scale, digits)
+
+
+def _cell(row: pd.Series, column: str) -> object:
+    return row[column] if column in row.index else None
+
+
+def _aligned_barrier_table(ctx: SectionContext, barriers: pd.DataFrame) -> TableBlock:
+    """One row per target, pair kind and setting: each barrier (mean over seed pairs)
+    with its test-set interval and its interval across seed pairs, and ``n_pairs``."""
+    order = {name: index for index, name in enumerate(("none", "weights", "activations"))}
+    rows = []
+    for target in ctx.targets:
+        chosen = barriers[barriers["target"] == target]
+        task = ctx.tasks[target]
+        for pair in pair_order(chosen):
+            settings = chosen[chosen["pair"] == pair]
+            settings = settings.assign(
+                _order=settings["align"].map(lambda a: order.get(str(a), len(order))),
+                _repair=settings["repair"].astype(str).str.lower() == "true",
+            ).sort_values(["_repair", "_order"], kind="stable")
+            for _, row in settings.iterrows():
+                n_pairs = _cell(row, "n_pairs")
+                rows.append(
+                    [
+                        target,
+                        pair,
+                        _alignment_label(row["align"], row["repair"]),
+                        format_interval(
+                            row["loss_barrier"],
+                            _cell(row, "loss_barrier_low"),
+                            _cell(row, "loss_barrier_high"),
+                            3,
+                        ),
+                        format_bracket(
+                            _cell(row, "loss_barrier_seeds_low"),
+                            _cell(row, "loss_barrier_seeds_high"),
+                            3,
+                        ),
+                        format_metric_difference(row["metric_barrier"], task)
+                        + " "
+                        + _metric_bracket(
+                            _cell(row, "metric_barrier_low"),
+                            _cell(row, "metric_barrier_high"),
+                            task,
+                        ),
+                        _metric_bracket(
+                            _cell(row, "metric_barrier_seeds_low"),
+                            _cell(row, "metric_barrier_seeds_high"),
+                            task,
+                        ),
+                        "n/a" if is_missing(n_pairs) else str(int(n_pairs)),
+                    ]
+                )
+    return TableBlock(
+        "Barriers, mean over seed pairs, per alignment of the second model's units to the "
+        "first's (as trained; weight or activation matching; + REPAIR: each unit of the "
+        "interpolated network rescaled to the interpolated statistics). Brackets: the "
+        "95% bootstrap interval over the test set, then the 95% t-interval across seed "
+        "pairs (n/a: too few seeds to measure a spread).",
+        ["target", "pair", "alignment", "loss barrier [test set]", "across seed pairs",
+         "metric barrier [test set]", "across seed pairs", "seed pairs"],
+        rows,
+    )  # fmt: skip
+
+
 MISTAKES = SectionKind(
     "mistakes",
     "Common and uncommon mistakes",
@@ -295,7 +434,9 @@ CKA = SectionKind(
     "Feature similarity (CKA)",
     "Linear CKA between the features of the same layer in two models (paper Table 1): a "
     "layer's output, or its input for a name ending in ':in' (the head's input holds the "
-    "pooled features); brackets are intervals. Then CKA between every pair of layers.",
+    "pooled features); brackets are intervals, and where the study measured them, the "
+    "interval across seed pairs and a permutation p-value (below). Then CKA between every "
+    "pair of layers.",
     tables=("cka",),
     fill=_fill_cka,
 )

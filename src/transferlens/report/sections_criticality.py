@@ -8,12 +8,14 @@ import pandas as pd
 
 from transferlens.report.blocks import NoteBlock, Section, SectionContext, SectionKind, TableBlock
 from transferlens.report.figures_criticality import (
+    UNRESOLVED,
     plot_criticality,
     plot_rewind_heatmap,
+    plot_rewinding_seeds,
     plot_unit_paths,
 )
 from transferlens.report.formatting import format_metric, format_number
-from transferlens.report.units import path_unit
+from transferlens.report.units import _study_spec, path_unit
 
 
 def _general(value: object) -> str:
@@ -28,6 +30,8 @@ def _rows(ctx: SectionContext, criticality: pd.DataFrame) -> list[list[str]]:
         chosen = criticality[criticality["target"] == target]
         columns = ["rewind_metric", "criticality", "alpha", "sigma"]
         means = chosen.groupby(["module", "init"], sort=False)[columns].mean()
+        if "resolved" in chosen.columns:
+            means["resolved"] = chosen.groupby(["module", "init"], sort=False)["resolved"].all()
         modules = list(dict.fromkeys(chosen["module"]))
         if ctx.units is not None:
             modules = ctx.units.order(modules)
@@ -38,18 +42,49 @@ def _rows(ctx: SectionContext, criticality: pd.DataFrame) -> list[list[str]]:
                     cells += ["n/a", "n/a"]
                     continue
                 row = means.loc[(module, init)]
+                value = _general(row["criticality"])
+                if not bool(row.get("resolved", True)):
+                    value = f"{UNRESOLVED} by the grid"
                 cells += [
                     format_metric(row["rewind_metric"], ctx.tasks[target]),
-                    f"{_general(row['criticality'])} (alpha {format_number(row['alpha'])}, "
+                    f"{value} (alpha {format_number(row['alpha'])}, "
                     f"sigma {format_number(row['sigma'])})",
                 ]
             rows.append(cells)
     return rows
 
 
+def definition_note(ctx: SectionContext, criticality: pd.DataFrame) -> str:
+    """The criticality's definition in words and numbers: the loss bound, the grid."""
+    analyses = _study_spec(ctx.results.study).get("analyses")
+    chosen = analyses.get("criticality") if isinstance(analyses, dict) else None
+    settings = chosen if isinstance(chosen, dict) else {}
+    alphas, sigmas = settings.get("alphas", 11), settings.get("sigmas", 11)
+    bounds = criticality["epsilon"].dropna() if "epsilon" in criticality.columns else []
+    low, high = settings.get("sigma_span", (1e-3, 10.0))
+    if settings.get("definition", "epsilon") == "reference":
+        return (
+            f"Definition: reference (the TensorFlow code's): the bound is "
+            f"{settings.get('tolerance', 1.01):g} x each model's final training loss, sigmas "
+            f"{sigmas} points of linspace(1e-16, 1), alphas {alphas} of linspace(0, 1). At "
+            "convergence the bound is ~0 and the minimiser sits on the grid's edge: such "
+            f"units are marked {UNRESOLVED}."
+        )
+    epsilon = f"{float(pd.Series(bounds).iloc[0]):g}" if len(bounds) else "0.1"
+    return (
+        f"Definition: the largest noise each unit takes while the mean training loss stays "
+        f"at or below epsilon = {epsilon} (absolute, the same for every unit and model; "
+        f"Chatterji et al.), over alphas {alphas} points of linspace(0, 1) and sigmas {sigmas} "
+        f"points log-spaced from {low:g} to {high:g} times the unit's weight RMS. A unit "
+        f"whose minimiser sits on the smallest or largest sigma, or with no point within "
+        f"the bound, is {UNRESOLVED} by the grid: no number is shown for it."
+    )
+
+
 def _add_rewinding(ctx: SectionContext, section: Section, criticality: pd.DataFrame) -> None:
     """The rewinding heatmap, the criticality per unit and their table (paper Fig. 5)."""
     order = ctx.unit_order()
+    section.blocks.append(NoteBlock(definition_note(ctx, criticality)))
     lower = ctx.units.lower if ctx.units else ()
     if ctx.units is not None:
         section.blocks.append(
@@ -66,12 +101,23 @@ def _add_rewinding(ctx: SectionContext, section: Section, criticality: pd.DataFr
             "modules in bold) of each model (columns).",
         )
     )
+    rewinding = ctx.results.get("rewinding")
+    if rewinding is not None and not rewinding.empty:
+        section.blocks.append(
+            ctx.figure(
+                plot_rewinding_seeds(rewinding, ctx.targets, ctx.tasks, order),
+                "rewinding_seeds",
+                "Test metric after rewinding each unit, one point per seed with its 95% "
+                "bootstrap interval over the test set (rewinding.csv).",
+            )
+        )
     section.blocks.append(
         ctx.figure(
             plot_criticality(criticality, ctx.targets, order, ctx.unit_stages()),
             "criticality",
             "Criticality per unit (higher = the unit cannot move back or take noise); stages "
-            "are named along the top where they hold several units.",
+            f"are named along the top where they hold several units; x: {UNRESOLVED} by the "
+            "grid (no number).",
         )
     )
     section.blocks.append(

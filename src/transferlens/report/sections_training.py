@@ -7,12 +7,30 @@ import pandas as pd
 
 from transferlens.report.blocks import NoteBlock, Section, SectionContext, SectionKind, TableBlock
 from transferlens.report.figures import (
+    has_seed_intervals,
     plot_learning_curves,
     plot_pretrain_checkpoints,
     plot_reuse,
 )
-from transferlens.report.formatting import block_label, block_sort_key, format_metric
-from transferlens.results import main_runs
+from transferlens.report.formatting import (
+    block_label,
+    block_sort_key,
+    format_metric,
+    format_metric_interval,
+    format_percent_interval,
+)
+from transferlens.results import (
+    BLOCK_SHUFFLE_GROUP,
+    INITS,
+    has_groups,
+    main_runs,
+    runs_in_group,
+)
+
+SEED_INTERVAL = "95% t-interval of the mean across seeds"
+GAP_INTERVAL = (
+    "the relative gap's 95% interval is the delete-one-run jackknife over the runs of both arms"
+)
 
 
 def _spread(values: pd.Series, task: str) -> str:
@@ -105,8 +123,16 @@ def _fill_training(ctx: SectionContext, section: Section) -> None:
     )
 
 
+def _interval(row: pd.Series, column: str) -> tuple[object, object, object]:
+    """``(value, low, high)`` of ``column`` with its interval across seeds (NaN bounds when
+    the table has none)."""
+    low, high = f"{column}_seeds_low", f"{column}_seeds_high"
+    return row[column], row.get(low, float("nan")), row.get(high, float("nan"))
+
+
 def _reuse_rows(reuse: pd.DataFrame, targets: list[str], tasks: dict[str, str]) -> list[list[str]]:
-    """Per target and block size (unshuffled first): the means over seeds of reuse.csv."""
+    """Per target and block size (unshuffled last): the means over seeds of reuse.csv, each
+    with its interval across seeds where the table has one."""
     rows = []
     for target in targets:
         task = tasks[target]
@@ -118,65 +144,115 @@ def _reuse_rows(reuse: pd.DataFrame, targets: list[str], tasks: dict[str, str]) 
                 [
                     target,
                     block_label(None if key == -1 else key),
-                    format_metric(row["metric_pt"], task),
-                    format_metric(row["metric_rit"], task),
-                    f"{row['relative_gap']:.1f}%",
-                    format_metric(row["speed_pt"], task),
-                    format_metric(row["speed_rit"], task),
+                    format_metric_interval(*_interval(row, "metric_pt"), task),
+                    format_metric_interval(*_interval(row, "metric_rit"), task),
+                    format_percent_interval(*_interval(row, "relative_gap")),
+                    format_metric_interval(*_interval(row, "speed_pt"), task),
+                    format_metric_interval(*_interval(row, "speed_rit"), task),
                 ]
             )
     return rows
+
+
+def reuse_seed_runs(runs: pd.DataFrame | None) -> pd.DataFrame | None:
+    """The finished runs reuse.csv averages, one row per seed (target, init, block_size,
+    final_test_metric, optimization_speed), for the figure's dots: the block-shuffle
+    sweep's runs of runs.csv, or its main runs in a study without a sweep (the rule of
+    :func:`transferlens.analysis.feature_reuse`). None for a runs table without the
+    runner's ``groups`` column (a hand-made table: no dots)."""
+    if runs is None or not has_groups(runs):
+        return None
+    chosen = runs_in_group(runs, BLOCK_SHUFFLE_GROUP)
+    if chosen.empty:
+        chosen = main_runs(runs)
+    chosen = chosen[(chosen["kind"] == "target") & chosen["init"].isin(INITS)]
+    chosen = chosen[pd.to_numeric(chosen["final_test_metric"], errors="coerce").notna()]
+    columns = ["target", "init", "block_size", "final_test_metric", "optimization_speed"]
+    return chosen[columns]
 
 
 def _fill_reuse(ctx: SectionContext, section: Section) -> None:
     reuse = ctx.results.tables["reuse"]
     targets = ctx.targets_in(reuse)
+    seeds = reuse_seed_runs(ctx.results.get("runs"))
+    intervals = has_seed_intervals(reuse, "metric_pt")
+    bars = (
+        f"Error bars: the {SEED_INTERVAL} (reuse.csv)."
+        if intervals
+        else "Error bars span the seeds when there are several."
+    )
+    dots = " Dots: each seed's run (runs.csv)." if seeds is not None and not seeds.empty else ""
     caption = (
         "Left: final test metric of P-T and RI-T per block size, the relative gap printed over "
-        "each pair. Right: optimisation speed. Error bars span the seeds when there are several."
+        f"each pair. Right: optimisation speed. {bars}{dots}"
     )
     section.blocks.append(
-        ctx.figure(plot_reuse(reuse, targets, ctx.tasks), "block_shuffling", caption)
+        ctx.figure(plot_reuse(reuse, targets, ctx.tasks, seeds), "block_shuffling", caption)
     )
     header = ["target", "block size", "P-T final", "RI-T final", "relative gap", "P-T speed",
               "RI-T speed"]  # fmt: skip
     rows = _reuse_rows(reuse, targets, ctx.tasks)
-    section.blocks.append(TableBlock("Block shuffling (mean over seeds).", header, rows))
+    title = "Block shuffling (mean over seeds)."
+    if intervals:
+        title = (
+            f"Block shuffling (mean over seeds) [{SEED_INTERVAL}; {GAP_INTERVAL}; none with "
+            "one seed in an arm]."
+        )
+    section.blocks.append(TableBlock(title, header, rows))
 
 
 def _pretrain_rows(
     table: pd.DataFrame, targets: list[str], tasks: dict[str, str]
 ) -> list[list[str]]:
-    """Per target and pre-training epoch: the means over seeds and the number of runs."""
+    """Per target and pre-training epoch: the means over seeds (each with its interval
+    across seeds where the table has one) and the number of runs."""
     rows = []
     for target in targets:
         grouped = table[table["target"] == target].groupby("pretrain_epoch")
-        means = grouped[["final_test_metric", "optimization_speed"]].mean().sort_index()
+        means = grouped.mean(numeric_only=True).sort_index()
         for epoch, row in means.iterrows():
+            task = tasks[target]
             rows.append(
                 [
                     target,
                     str(epoch),
-                    format_metric(row["final_test_metric"], tasks[target]),
-                    format_metric(row["optimization_speed"], tasks[target]),
-                    str(int(grouped.size()[epoch])),
+                    format_metric_interval(*_interval(row, "final_test_metric"), task),
+                    format_metric_interval(*_interval(row, "optimization_speed"), task),
+                    str(_run_count(grouped.get_group(epoch))),
                 ]
             )
     return rows
+
+
+def _run_count(rows: pd.DataFrame) -> int:
+    """The runs behind one epoch: the table's ``n`` where it has one (a study's table, one
+    row per epoch), else its rows (a hand-made table, one row per run)."""
+    if "n" in rows.columns and rows["n"].notna().all():
+        return int(rows["n"].sum())
+    return len(rows)
 
 
 def _fill_pretrain(ctx: SectionContext, section: Section) -> None:
     table = ctx.results.tables["pretrain_checkpoints"]
     targets = ctx.targets_in(table)
     figure = plot_pretrain_checkpoints(table, targets, ctx.tasks)
+    intervals = has_seed_intervals(table, "final_test_metric")
+    spread = (
+        f"error bars are the {SEED_INTERVAL} (pretrain_checkpoints.csv)"
+        if intervals
+        else "bands span the seeds when there are several"
+    )
     caption = (
         "Final test metric (blue) and optimisation speed (green) of P-T vs the pre-training "
-        "epoch it started from; bands span the seeds when there are several."
+        f"epoch it started from; {spread}."
     )
     section.blocks.append(ctx.figure(figure, "pretrain_checkpoints", caption))
+    title = "Fine-tuning from pre-training checkpoints (mean over seeds)."
+    if intervals:
+        title = f"Fine-tuning from pre-training checkpoints (mean over seeds) [{SEED_INTERVAL}]."
     section.blocks.append(
         TableBlock(
-            "Fine-tuning from pre-training checkpoints (mean over seeds).",
+            title,
             ["target", "pre-training epoch", "final test", "optimisation speed", "runs"],
             _pretrain_rows(table, targets, ctx.tasks),
         )

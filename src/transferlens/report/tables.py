@@ -26,14 +26,15 @@ from transferlens.results import RESULTS_DIR, STUDY_JSON, TABLE_COLUMNS, table_p
 _TEXT_COLUMNS = (
     "run_id", "kind", "init", "target", "pair", "layer", "layer_a", "layer_b", "module",
     "status", "path", "cell", "label", "pred_first", "pred_second", "spec_sha256", "task",
-    "unit", "stage", "members", "shape", "reduction",
+    "unit", "stage", "members", "shape", "reduction", "align", "finding", "statement",
+    "verdict", "part", "part_verdict", "statistic", "runs", "rule",
 )  # fmt: skip
 # Integer columns that may be empty (block_size empty = unshuffled, 0 = pixel shuffle).
 _NULLABLE_INT_COLUMNS = (
     "block_size", "pretrain_epoch", "seed", "epochs", "index", "n", "epoch", "epochs_logged",
     "features",
 )  # fmt: skip
-_BOOLEAN_COLUMNS = ("complete", "lower")
+_BOOLEAN_COLUMNS = ("complete", "lower", "repair")
 _BOOLEAN_TEXT = {"true": True, "1": True, "false": False, "0": False}
 TASKS = ("multiclass", "multilabel")
 

@@ -18,11 +18,11 @@ from transferlens.train.environment import Environment
 
 ANALYSIS_TABLES = {
     "reuse": ("reuse.csv",),
-    "mistakes": ("mistakes.csv",),
-    "cka": ("cka.csv",),
-    "distance": ("distance.csv",),
-    "interpolation": ("interpolation.csv", "barriers.csv"),
-    "criticality": ("criticality.csv",),
+    "mistakes": ("mistakes.csv", "mistakes_pairs.csv"),
+    "cka": ("cka.csv", "cka_pairs.csv"),
+    "distance": ("distance.csv", "distance_pairs.csv"),
+    "interpolation": ("interpolation.csv", "barriers.csv", "barriers_pairs.csv"),
+    "criticality": ("criticality.csv", "rewinding.csv"),
     "pretrain_checkpoints": ("pretrain_checkpoints.csv",),
 }
 

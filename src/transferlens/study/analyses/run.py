@@ -5,7 +5,8 @@ once, then the requested analyses run in the registry's order (:data:`ANALYSES`)
 each writing its tables atomically under ``<study>/results/``. Before them,
 ``module_map.csv`` records the study's module map (the units every analysis reports,
 :attr:`StudyContext.module_map`) once a main run is complete; the test images the
-mistakes gallery shows are exported last. An analysis whose inputs (its settings
+mistakes gallery shows are exported last, after ``findings.csv`` (the findings decided
+from the tables). An analysis whose inputs (its settings
 and the complete runs) have not changed since its tables were written is skipped
 (``results/analyses_manifest.json``), so a re-run is cheap.
 
@@ -28,7 +29,7 @@ import pandas as pd
 import torch
 
 from transferlens.io import atomic_write_json, atomic_write_text
-from transferlens.results import table_path
+from transferlens.results import RESULTS_DIR, table_path
 from transferlens.study.analyses.context import StudyContext
 from transferlens.study.analyses.registry import ANALYSES
 from transferlens.study.analyses.settings import AnalysisSettings
@@ -54,6 +55,11 @@ LEADING = {
     "barriers": ("target", "pair"),
     "criticality": ("target", "init", "module"),
     "criticality_path": ("target", "init", "path"),
+    "rewinding": ("target", "init", "seed", "module"),
+    "mistakes_pairs": ("target", "pair", "first_seed", "second_seed"),
+    "cka_pairs": ("target", "pair", "first_seed", "second_seed", "layer"),
+    "distance_pairs": ("target", "pair", "first_seed", "second_seed", "module"),
+    "barriers_pairs": ("target", "pair", "align", "repair", "first_seed", "second_seed"),
 }
 
 
@@ -137,4 +143,21 @@ def run_analyses(
         if progress:
             seconds = time.perf_counter() - started
             progress(f"{prefix} done in {seconds:.0f} s")
+    write_findings(store.root)
     write_gallery_images(plan, store)
+
+
+def write_findings(study_dir: Path) -> None:
+    """``results/findings.csv``: the paper's findings decided from the tables just
+    written (:func:`transferlens.report.findings.findings_frame`, one row per tested
+    part), so that the verdicts and their numbers are results like any other."""
+    from transferlens.report.findings import compute_findings, findings_frame
+    from transferlens.report.tables import load_results
+
+    results = load_results(study_dir)
+    if not results.tables:
+        return
+    frame = findings_frame(compute_findings(study_dir))
+    atomic_write_text(
+        table_path(Path(study_dir) / RESULTS_DIR, "findings"), frame.to_csv(index=False)
+    )

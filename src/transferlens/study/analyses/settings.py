@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import Field
+from pydantic import Field, model_validator
 
 from transferlens.validation import StrictModel
 
@@ -44,6 +44,12 @@ class CkaSettings(AnalysisSettings):
         "map's); a name, name:in (its input) or name:out.<key> (a part of its output)",
     )
     n_bootstrap: int = Field(default=200, ge=0)
+    n_permutations: int = Field(
+        default=100,
+        ge=0,
+        description="draws of the permutation null (rows permuted within each batch) behind "
+        "cka_p; 0 = no p-value",
+    )
     max_examples: int | None = Field(default=None, ge=1, description="None = the test split")
     matrix: bool = Field(default=True, description="also the layer-by-layer CKA matrix")
     tokens: Literal["all", "cls", "mean"] = Field(
@@ -59,19 +65,63 @@ class DistanceSettings(AnalysisSettings):
 
 
 class InterpolationSettings(AnalysisSettings):
-    """Loss and metric along the straight line between two models (paper Fig. 5)."""
+    """Loss and metric along the straight line between two models (paper Fig. 5), every
+    seed pair, optionally after permutation alignment and with REPAIR (docs/interpolation.md)."""
 
     points: int = Field(default=11, ge=2, description="lambdas from 0 to 1, both included")
     max_examples: int | None = Field(default=None, ge=1, description="None = the test split")
+    align: list[Literal["none", "weights", "activations"]] = Field(
+        default=["none"],
+        min_length=1,
+        description="curves per seed pair: none = the models as trained; weights / "
+        "activations = the second model's units permuted to match the first's (weight "
+        "matching, or activation correlations over the target's training data)",
+    )
+    repair: bool = Field(
+        default=False,
+        description="also a REPAIRed curve for every aligned setting (not for none), "
+        "unit statistics from the target's training data",
+    )
+    n_bootstrap: int = Field(
+        default=200, ge=0, description="bootstrap resamples of the test set for each barrier"
+    )
+
+    @model_validator(mode="after")
+    def _check_align(self) -> InterpolationSettings:
+        if len(set(self.align)) != len(self.align):
+            raise ValueError(f"interpolation: align lists a method twice ({self.align})")
+        if self.repair and self.align == ["none"]:
+            raise ValueError(
+                "interpolation: repair: true needs an align method other than none "
+                "(REPAIR rescales aligned units)"
+            )
+        return self
 
 
 class CriticalitySettings(AnalysisSettings):
-    """Module criticality (paper Fig. 6): rewinding each unit towards its init, with noise."""
+    """Module criticality (paper Fig. 6, docs/criticality.md): rewinding each unit towards
+    its init, with noise, within a bound on the training loss; rewinding of every seed."""
 
+    definition: Literal["epsilon", "reference"] = Field(
+        default="epsilon",
+        description="epsilon = an absolute bound on the training loss and sigmas log-spaced "
+        "over sigma_span x each unit's weight RMS; reference = tolerance x the final loss "
+        "and sigmas linspace(1e-16, 1) (the TensorFlow reference; unresolved at convergence)",
+    )
+    epsilon: float = Field(default=0.1, gt=0, description="bound on the mean training loss")
+    sigma_span: tuple[float, float] = Field(
+        default=(1e-3, 10.0), description="smallest, largest sigma / the unit's weight RMS"
+    )
     n_noise: int = Field(default=10, ge=1, description="noise draws per (alpha, sigma)")
-    tolerance: float = Field(default=1.01, gt=0, description="loss ratio that counts as robust")
+    tolerance: float = Field(
+        default=1.01, gt=0, description="loss ratio that counts as robust (reference only)"
+    )
     alphas: int = Field(default=11, ge=2, description="rewinding steps from init (0) to final (1)")
-    sigmas: int = Field(default=11, ge=2, description="noise scales from ~0 to 1")
+    sigmas: int = Field(default=11, ge=2, description="noise scales (grid points)")
+    seeds: Literal["first", "all"] = Field(
+        default="first", description="seeds whose criticality is searched (rewinding: all)"
+    )
+    n_bootstrap: int = Field(default=1000, ge=0, description="bootstrap resamples of rewinding")
     max_examples: int | None = Field(default=1024, ge=1, description="training examples used")
     path_points: int = Field(default=6, ge=2, description="points along each path of the unit")
     path_sigmas: list[float] = Field(default=[0.0, 0.05, 0.1, 0.2], min_length=1)
@@ -80,3 +130,10 @@ class CriticalitySettings(AnalysisSettings):
         description="the unit whose rewinding paths are drawn; None = the module map's "
         "first unit (conv1 for a ResNet)",
     )
+
+    @model_validator(mode="after")
+    def _increasing_span(self) -> CriticalitySettings:
+        low, high = self.sigma_span
+        if not 0 < low < high:
+            raise ValueError(f"sigma_span must be 0 < low < high (got {list(self.sigma_span)})")
+        return self
