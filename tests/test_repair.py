@@ -236,3 +236,19 @@ def test_bad_input_is_one_line() -> None:
         assert "\n" not in str(error.value)
     with pytest.raises(UserInputError):
         repair(model_a, fixup(1).fc, mixed, batches, 0.5)
+
+
+def test_endpoints_measured_once_give_the_same_repair() -> None:
+    """The end models' statistics measured once per pair (repair_endpoints) repair every
+    point exactly as measuring them again with each point does."""
+    from transferlens.analysis.unit_repair import repair_endpoints
+
+    model_a, model_b = fixup(0), align(fixup(0), fixup(1))
+    batches = loader()
+    endpoints = repair_endpoints(model_a, model_b, batches)
+    for lam in (0.25, 0.5):
+        middle = interpolated(model_a, model_b, lam)
+        fresh = repair_details(model_a, model_b, middle, batches, lam)
+        cached = repair_details(model_a, model_b, middle, batches, lam, endpoints=endpoints)
+        assert cached.passes == fresh.passes and cached.error == fresh.error
+        assert torch.equal(outputs(cached.model, batches), outputs(fresh.model, batches))

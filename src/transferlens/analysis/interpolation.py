@@ -266,14 +266,16 @@ def interpolation_curve(
         train_batches = prepare_batches(train_loader, device, max_batches=bn_batches)
     # BatchNorm statistics re-estimated at every point already are REPAIR's correction.
     repairing = repair and mode != "recompute"
-    points = []
+    points, endpoints = [], None
     for lam in lams:
         working.load_state_dict(interpolate_state_dicts(state_a, state_b, lam))
         if mode == "recompute":
             recompute_batchnorm(working, train_batches)
         evaluated = working
         if repairing and 0.0 < lam < 1.0:
-            evaluated = _repaired(model_a, model_b, working, train_batches, lam, device)
+            if endpoints is None:  # the end models' statistics: once per pair, not per lam
+                endpoints = _repair_endpoints(model_a, model_b, working, train_batches, device)
+            evaluated = _repaired(model_a, model_b, working, train_batches, lam, device, endpoints)
         points.append(evaluate_examples(evaluated, batches, task))
     return InterpolationResult(
         tuple(lams),
@@ -286,6 +288,23 @@ def interpolation_curve(
     )
 
 
+def _repair_endpoints(
+    model_a: nn.Module,
+    model_b: nn.Module,
+    working: nn.Module,
+    train_batches: Iterable,
+    device: torch.device,
+) -> object | None:
+    """:func:`~transferlens.analysis.unit_repair.repair_endpoints` of the pair (None for a
+    network with BatchNorm, whose REPAIR re-estimates BatchNorm instead)."""
+    # Imported here: unit_repair imports this module (recompute_batchnorm).
+    from transferlens.analysis.unit_repair import repair_endpoints
+
+    if batchnorm_layers(working):
+        return None
+    return repair_endpoints(model_a, model_b, train_batches, device=device)
+
+
 def _repaired(
     model_a: nn.Module,
     model_b: nn.Module,
@@ -293,11 +312,13 @@ def _repaired(
     train_batches: Iterable,
     lam: float,
     device: torch.device,
+    endpoints: object | None = None,
 ) -> nn.Module:
-    # Imported here: unit_repair imports this module (recompute_batchnorm).
     from transferlens.analysis.unit_repair import repair_details
 
-    return repair_details(model_a, model_b, interpolated, train_batches, lam, device=device).model
+    return repair_details(
+        model_a, model_b, interpolated, train_batches, lam, device=device, endpoints=endpoints
+    ).model
 
 
 def barrier(curve: InterpolationResult | pd.DataFrame) -> tuple[float, float]:

@@ -72,6 +72,7 @@ from transferlens.analysis.interpolation import batchnorm_layers, recompute_batc
 from transferlens.analysis.permutation_groups import permutation_groups
 from transferlens.analysis.repair_statistics import (
     RepairLayer,
+    Stats,
     channel_map,
     deviation,
     layer_statistics,
@@ -124,6 +125,36 @@ class RepairResult:
     error: float
     converged: bool
     settings: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class RepairEndpoints:
+    """What REPAIR measures on the two end models, the same at every ``lam`` of a pair:
+    the repaired layers and each layer's per-channel ``(mean, std)`` in model_a and
+    model_b (:func:`repair_endpoints`)."""
+
+    layers: tuple[RepairLayer, ...]
+    stats_a: Stats
+    stats_b: Stats
+
+
+def repair_endpoints(
+    model_a: nn.Module,
+    model_b: nn.Module,
+    loader: Iterable,
+    *,
+    device: str | torch.device | None = None,
+) -> RepairEndpoints:
+    """The end models' statistics over ``loader``, measured once for every ``lam`` of a
+    pair (pass them to :func:`repair_details` as ``endpoints``)."""
+    compute = analysis_device(device, model_a)
+    inputs = [split_batch(item)[0].to(compute) for item in loader]
+    if not inputs:
+        raise UserInputError("repair: the loader yielded no batches")
+    model_a, model_b = _on(model_a, compute), _on(model_b, compute)
+    layers = repair_layers(model_a, inputs[0][:2])
+    stats_a, stats_b = layer_statistics([model_a, model_b], layers, inputs)
+    return RepairEndpoints(layers, stats_a, stats_b)
 
 
 def repair_layers(model: nn.Module, example: torch.Tensor | None = None) -> tuple[RepairLayer, ...]:
@@ -235,6 +266,7 @@ def repair_details(
     layers: Sequence[str] | None = None,
     tol: float = 1e-3,
     max_passes: int | None = None,
+    endpoints: RepairEndpoints | None = None,
 ) -> RepairResult:
     """REPAIR ``interpolated`` (= ``(1 - lam) model_a + lam model_b``, ``model_b``
     aligned to ``model_a``) over ``loader`` (items ``(inputs, targets)`` or input
@@ -247,7 +279,9 @@ def repair_details(
     layers + 3, enough for exactness; at least 3). Neither input is modified; the
     repaired copy lives on ``interpolated``'s device, in its training mode. On a
     network with BatchNorm (``mode="batchnorm"``) ``layers``, ``tol`` and
-    ``max_passes`` do not apply and ``error`` is NaN.
+    ``max_passes`` do not apply and ``error`` is NaN. ``endpoints``
+    (:func:`repair_endpoints` over the same loader, default layers) skips measuring the
+    end models again: the same numbers, one forward pass per batch instead of three.
     """
     lam = _check(lam, tol, max_passes)
     for name, model in (("model_a", model_a), ("model_b", model_b), ("interpolated", interpolated)):
@@ -285,14 +319,24 @@ def repair_details(
             recompute_batchnorm(work, ((inputs, None) for inputs in batches()))
         return RepairResult(work.to(home), "batchnorm", (), 1, math.nan, True, settings)
 
-    model_a, model_b = _on(model_a, compute), _on(model_b, compute)
-    chosen = repair_layers(model_a, example[:2]) if layers is None else _named_layers(work, layers)
+    cached = endpoints is not None and layers is None
+    if cached:
+        chosen = endpoints.layers
+    else:
+        model_a, model_b = _on(model_a, compute), _on(model_b, compute)
+        chosen = (
+            repair_layers(model_a, example[:2]) if layers is None else _named_layers(work, layers)
+        )
     if not chosen:
         raise UserInputError(
             "repair: the model has no Conv/Linear layer with hidden units to repair"
         )
     # Pass 1 reads the loader once for the targets and the uncorrected network.
-    stats_a, stats_b, stats = layer_statistics([model_a, model_b, work], chosen, batches())
+    if cached:
+        (stats,) = layer_statistics([work], chosen, batches())
+        stats_a, stats_b = endpoints.stats_a, endpoints.stats_b
+    else:
+        stats_a, stats_b, stats = layer_statistics([model_a, model_b, work], chosen, batches())
     targets = {
         layer.name: tuple(
             torch.lerp(a, b, lam) if 0.0 < lam < 1.0 else (a if lam == 0.0 else b)
