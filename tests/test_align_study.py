@@ -78,7 +78,8 @@ def test_barriers_hold_every_setting_and_the_mean_over_seed_pairs(finished):
 
 def test_curves_of_the_first_pair_agree_at_the_ends_and_give_their_barriers(finished):
     curves, pairs = table(finished, "interpolation"), table(finished, "barriers_pairs")
-    assert list(curves.columns) == list(TABLE_COLUMNS["interpolation"]) + ["align", "repair"]
+    intervals = ["loss_low", "loss_high", "metric_low", "metric_high"]
+    assert list(curves.columns) == [*TABLE_COLUMNS["interpolation"], "align", "repair", *intervals]
     assert len(curves) == 3 * len(SETTINGS) * 3
     for pair, group in curves.groupby("pair"):
         # lam 0 is the first model whatever the setting; lam 1 the second, permuted

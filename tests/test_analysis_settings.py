@@ -41,7 +41,7 @@ DEFAULTS = {
         "tolerance": 1.01,
         "alphas": 11,
         "sigmas": 11,
-        "seeds": "first",
+        "seeds": "all",  # "first" before #16: a changed default recomputes old studies
         "n_bootstrap": 1000,
         "max_examples": 1024,
         "path_points": 6,
@@ -97,11 +97,17 @@ def test_settings_round_trip_through_study_json():
 
 
 class _Context:
-    """What the fingerprint reads of a study context: its plan and which runs are complete."""
+    """What the fingerprint reads of a study context: its plan, which runs are complete
+    and which of them are the models' runs (P and the main runs)."""
 
-    def __init__(self, plan):
+    def __init__(self, plan, complete=(), model_runs=()):
         self.plan = plan
-        self.store = type("Store", (), {"is_complete": staticmethod(lambda run_id: False)})()
+        done = set(complete)
+        self.store = type("Store", (), {"is_complete": staticmethod(lambda r: r in done)})()
+        self._model_runs = sorted(model_runs)
+
+    def model_runs(self):
+        return self._model_runs
 
 
 def test_fingerprint_follows_the_settings():
@@ -113,3 +119,21 @@ def test_fingerprint_follows_the_settings():
 
     assert stamp({}) == stamp(None) == stamp({"n_noise": 10})
     assert stamp({"n_noise": 3}) != stamp({})
+
+
+def test_a_sweep_run_finishing_recomputes_the_runs_table_analyses_only():
+    study = StudySpec.model_validate({**TINY_STUDY, "analyses": {"reuse": {}, "cka": {}}})
+    plan = plan_study(study)
+    run_ids = [run.run_id for run in plan]
+    models = run_ids[:-1]  # the last run stands for a sweep's
+
+    def stamps(complete, model_runs):
+        context = _Context(plan, complete, model_runs)
+        return {name: fingerprint(context, name, given) for name, given in requested_analyses(plan)}
+
+    before = stamps(models, models)
+    after = stamps(run_ids, models)  # the sweep run completes: no new model to analyse
+    assert after["cka"] == before["cka"]
+    assert after["reuse"] != before["reuse"]
+    # A main run completing changes what cka reads.
+    assert stamps(models, models[:-1])["cka"] != before["cka"]

@@ -133,7 +133,11 @@ def test_criticality_of_a_run_and_of_weights_files(runs, tmp_path):
     assert analyze("criticality", "--run", runs[0], *reference, "--out", str(out)) == 0
     table = pd.read_csv(out)
     columns = ["module", "rewind_metric", "criticality", "alpha", "sigma", "resolved"]
+    columns += ["criticality_low", "criticality_high"]  # --bootstrap 1000 by default
     assert list(table.columns) == columns
+    # The evaluation-set interval holds the value (the network's from the same resamples).
+    assert (table["criticality_low"] <= table["criticality"]).all()
+    assert (table["criticality"] <= table["criticality_high"]).all()
     assert table["module"].tolist() == [
         "conv1",
         "layer1.0",
@@ -158,6 +162,13 @@ def test_criticality_of_a_run_and_of_weights_files(runs, tmp_path):
     )
     default = pd.read_csv(out3)
     assert list(default.columns) == columns
+    # --bootstrap 0: the search alone, the same values, no interval.
+    out4 = tmp_path / "criticality4.csv"
+    assert analyze("criticality", "--run", runs[0], *small, "--epsilon", "5", "--bootstrap", "0",
+                   "--out", str(out4)) == 0  # fmt: skip
+    alone = pd.read_csv(out4)
+    pd.testing.assert_frame_equal(alone[columns[:6]], default[columns[:6]])
+    assert alone[["criticality_low", "criticality_high"]].isna().all().all()
     assert (default["criticality"].isna() == ~default["resolved"]).all()
 
 

@@ -167,7 +167,7 @@ def test_the_study_adapter_writes_the_layers_table_with_the_default_layers():
     models = {key: tiny_vit(seed) for seed, key in enumerate(["pt0", "pt1", "rit0"])}
     settings = CkaSettings(n_bootstrap=5, tokens="mean")
     tables = analyse_cka(StubContext(models), settings)
-    assert set(tables) == {"cka", "cka_pairs", "cka_matrix", "cka_layers"}
+    assert set(tables) == {"cka", "cka_pairs", "cka_matrix", "cka_matrix_pairs", "cka_layers"}
     layers = module_map(models["pt0"]).cka_layers
     assert list(tables["cka_layers"]["layer"]) == layers
     assert set(tables["cka"]["layer"]) == set(layers)

@@ -116,8 +116,9 @@ def test_pruned_search_equals_brute_force_with_fewer_passes(
         n_noise=n_noise, tolerance=tolerance, seed=3,
     )  # fmt: skip
     frame = result.to_frame()
-    columns = ["module", "rewind_metric", "criticality", "alpha", "sigma", "resolved"]
-    assert list(frame.columns) == columns
+    columns = ["module", "rewind_metric", "criticality", "alpha", "sigma", "resolved",
+               "criticality_low", "criticality_high"]  # fmt: skip
+    assert list(frame.columns) == columns  # the bounds: NaN without n_bootstrap
     # The reference grid's minimiser sits on its edge (sigma = 1e-16): flagged, value kept.
     for _, row in frame.iloc[:-1].iterrows():
         edge = row["sigma"] in (min(sigmas), max(sigmas)) and row["alpha"] > 0
@@ -271,6 +272,10 @@ def test_path_grid_ends_and_lengths(run):
         "sigma",
         "loss",
         "metric",
+        "loss_low",
+        "loss_high",
+        "metric_low",
+        "metric_high",
     ]
     start, end = checkpoints[0], final.state_dict()
     direct_length = math.sqrt(

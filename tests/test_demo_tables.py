@@ -46,6 +46,8 @@ TABLES = (
     "barriers_pairs",
     "rewinding",
     "findings",
+    "cka_matrix_pairs",
+    "interpolation_pairs",
 )
 
 

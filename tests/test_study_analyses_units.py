@@ -3,6 +3,7 @@ stages the distance and criticality tables report (a tiny ResNet study, as the d
 
 from __future__ import annotations
 
+import json
 import math
 import shutil
 from pathlib import Path
@@ -108,3 +109,32 @@ def test_the_studys_own_modules_make_the_units(tmp_path, finished):
     assert list(table(out, "module_map")["unit"]) == units
     distance = table(out, "distance")
     assert list(distance.loc[distance["pair"] == "PT-P", "module"]) == ["all", *units]
+
+
+def test_a_rerun_skips_finished_analyses_and_recomputes_one_missing_a_table(finished, tmp_path):
+    """The manifest skips an analysis whose inputs are unchanged, unless a table this
+    version writes is missing (a folder from a version that wrote fewer tables)."""
+    from transferlens.study.analyses.run import run_analyses
+    from transferlens.study.store import StudyStore
+
+    study = tmp_path / "copy"
+    shutil.copytree(finished, study)
+    store = StudyStore(study)
+    plan = store.load_plan()
+    heard: list[str] = []
+    run_analyses(plan, store, progress=heard.append)
+    assert not [line for line in heard if line.endswith("...")]  # nothing recomputed
+    before = {name: table(study, name) for name in ("distance", "criticality")}
+    # As an older version left it: no distance_pairs table, and none in the manifest.
+    manifest_path = study / "results" / "analyses_manifest.json"
+    manifest = json.loads(manifest_path.read_text())
+    manifest["distance"]["tables"].remove("distance_pairs")
+    manifest_path.write_text(json.dumps(manifest))
+    (study / "results" / "distance_pairs.csv").unlink()
+    heard.clear()
+    run_analyses(plan, store, progress=heard.append)
+    started = [line for line in heard if line.endswith("...")]
+    assert len(started) == 1 and "distance" in started[0]
+    assert (study / "results" / "distance_pairs.csv").is_file()
+    for name, frame in before.items():
+        pd.testing.assert_frame_equal(table(study, name), frame)

@@ -6,6 +6,9 @@
   computed as (sum of correct counts) / n for ``multiclass``, or the mean over labels
   of the ROC-AUC of all gathered scores for ``multilabel``.
 * ``predict(model, loader)`` returns the logits ``[N, K]`` (float32, CPU) and targets.
+* ``evaluate(..., keep_examples=True)`` also returns what the metric needs of each
+  example (:class:`~transferlens.metrics.ExampleOutcomes`, in data-set order), for a
+  bootstrap over the examples without another forward pass.
 
 Under ``torch.distributed`` each process must see a disjoint shard of the data (use
 :class:`ShardSampler`, which splits without padding). Sums (loss, correct count, n)
@@ -19,22 +22,31 @@ import contextlib
 from collections.abc import Iterable, Iterator, Sized
 from dataclasses import dataclass
 
+import numpy as np
 import torch
 import torch.distributed as dist
 from torch import nn
 from torch.utils.data import DataLoader, Sampler
 
 from transferlens.devices import resolve_device
-from transferlens.metrics import Task, correct_predictions, mean_roc_auc, task_loss
+from transferlens.metrics import (
+    ExampleOutcomes,
+    Task,
+    correct_predictions,
+    mean_roc_auc,
+    task_loss,
+)
 
 
 @dataclass(frozen=True)
 class EvalResult:
-    """Mean loss over the ``n`` examples and the task metric (a fraction in [0, 1])."""
+    """Mean loss over the ``n`` examples and the task metric (a fraction in [0, 1]);
+    ``examples``: each example's outcome when asked for (``keep_examples``)."""
 
     loss: float
     metric: float
     n: int
+    examples: ExampleOutcomes | None = None
 
 
 class ShardSampler(Sampler[int]):
@@ -91,8 +103,10 @@ def _inputs_channels_last(model: nn.Module) -> bool:
     return False
 
 
-def _batches(model: nn.Module, loader: DataLoader, device: torch.device, amp: bool):
-    """Yield ``(logits, targets)`` on ``device`` for each batch, the model in eval mode."""
+def logit_batches(model: nn.Module, loader: DataLoader, device: torch.device, amp: bool):
+    """Yield ``(logits, targets)`` on ``device`` for each batch, the model in eval mode
+    (float32 logits; the same inputs' layout and autocast as :func:`evaluate`, so a caller
+    that keeps per-example terms sees the very logits ``evaluate`` scores)."""
     memory_format = torch.channels_last if _inputs_channels_last(model) else torch.contiguous_format
     non_blocking = device.type == "cuda"
     for batch in loader:
@@ -141,9 +155,54 @@ def _all_gather_rows(tensor: torch.Tensor) -> torch.Tensor:
     return torch.cat([part[:size] for part, size in zip(gathered, sizes)])
 
 
+def _shard_sizes(size: int, comm: torch.device) -> list[int]:
+    """Every process's number of rows, in rank order."""
+    count = torch.tensor([size], device=comm, dtype=torch.int64)
+    counts = [torch.zeros_like(count) for _ in range(dist.get_world_size())]
+    dist.all_gather(counts, count)
+    return [int(c.item()) for c in counts]
+
+
 def _communication_device(device: torch.device) -> torch.device:
     # NCCL only moves CUDA tensors; gloo moves CPU tensors.
     return device if dist.get_backend() == "nccl" else torch.device("cpu")
+
+
+def _data_set_order(loader: DataLoader, shard_sizes: list[int]) -> np.ndarray | None:
+    """Where each row of a rank-order gather goes in data-set order: rank r's j-th example
+    is example ``r + j * world`` under :class:`ShardSampler`; None for another sampler
+    (the rows then stay in rank order, a fixed order all the same)."""
+    sampler = getattr(loader, "sampler", None)
+    if not isinstance(sampler, ShardSampler) or len(shard_sizes) != sampler.world_size:
+        return None
+    shards = [
+        np.arange(rank, sampler.length, sampler.world_size) for rank in range(len(shard_sizes))
+    ]
+    if [len(shard) for shard in shards] != shard_sizes:
+        return None
+    return np.concatenate(shards)
+
+
+def _example_outcomes(
+    task: Task,
+    correct: torch.Tensor | None,
+    scores: torch.Tensor | None,
+    labels: torch.Tensor | None,
+    order: np.ndarray | None,
+) -> ExampleOutcomes:
+    """The gathered per-example terms, put back in data-set order when ``order`` is known."""
+
+    def placed(rows: torch.Tensor) -> np.ndarray:
+        values = rows.cpu().numpy()
+        if order is None:
+            return values
+        out = np.empty_like(values)
+        out[order] = values
+        return out
+
+    if task == "multiclass":
+        return ExampleOutcomes(task, correct=placed(correct).astype(bool))
+    return ExampleOutcomes(task, scores=placed(scores), labels=placed(labels) > 0.5)
 
 
 def evaluate(
@@ -153,12 +212,16 @@ def evaluate(
     device: torch.device | str | None = None,
     amp: bool = False,
     distributed: bool | None = None,
+    keep_examples: bool = False,
 ) -> EvalResult:
     """Mean loss and metric of ``model`` over ``loader`` (evaluation mode, no gradients).
 
     ``device`` defaults to the model's; ``amp`` turns on bf16 autocast.
     ``distributed`` (default: whether a process group of >1 processes is running)
     reduces over processes; each process must then hold a disjoint shard.
+    ``keep_examples``: also return each example's outcome (``EvalResult.examples``),
+    gathered from every process (a collective: every process must ask) and, under
+    :class:`ShardSampler`, in data-set order. The loss and metric do not change.
     """
     device = resolve_device(device) if device is not None else model_device(model)
     reduce = is_distributed() if distributed is None else distributed
@@ -167,29 +230,41 @@ def evaluate(
     count = torch.zeros((), dtype=torch.int64, device=device)
     scores: list[torch.Tensor] = []
     labels: list[torch.Tensor] = []
+    corrects: list[torch.Tensor] = []  # only with keep_examples (multiclass)
     with evaluation_mode([model]), torch.inference_mode():
-        for logits, targets in _batches(model, loader, device, amp):
+        for logits, targets in logit_batches(model, loader, device, amp):
             # Sums stay on the device: one synchronisation at the end, not one per batch.
             # Per-example losses summed in float64: the total does not depend on how
             # the examples were batched or sharded (float32 batch sums would).
             loss_sum += task_loss(logits, targets, task, reduction="none").double().sum()
             count += targets.shape[0]
             if task == "multiclass":
-                correct += correct_predictions(logits, targets).sum()
+                hits = correct_predictions(logits, targets)
+                correct += hits.sum()
+                if keep_examples:
+                    corrects.append(hits.to(torch.int64))
             else:
                 scores.append(logits.cpu())
                 labels.append(targets.float().cpu())
     if task == "multilabel":
         all_scores = torch.cat(scores) if scores else torch.zeros(0, 0)
         all_labels = torch.cat(labels) if labels else torch.zeros(0, 0)
+    all_correct = None
+    if keep_examples and task == "multiclass":
+        all_correct = torch.cat(corrects) if corrects else torch.zeros(0, dtype=torch.int64)
+    shard_sizes = [int(count.item())] if keep_examples else []  # this process's rows
     if reduce:
         comm = _communication_device(device)
         sums = torch.stack([loss_sum, correct.double(), count.double()]).to(comm)
         dist.all_reduce(sums)
         loss_sum, correct, count = sums[0], sums[1].round().long(), sums[2].round().long()
+        if keep_examples:
+            shard_sizes = _shard_sizes(shard_sizes[0], comm)
         if task == "multilabel":
             all_scores = _all_gather_rows(all_scores.to(comm)).cpu()
             all_labels = _all_gather_rows(all_labels.to(comm)).cpu()
+        elif keep_examples:
+            all_correct = _all_gather_rows(all_correct.to(comm)).cpu()
     n = int(count.item())
     if n == 0:
         return EvalResult(loss=float("nan"), metric=float("nan"), n=0)
@@ -198,7 +273,14 @@ def evaluate(
         metric = int(correct.item()) / n
     else:
         metric = mean_roc_auc(all_scores, all_labels)
-    return EvalResult(loss=loss, metric=metric, n=n)
+    examples = None
+    if keep_examples:
+        order = _data_set_order(loader, shard_sizes)
+        if task == "multiclass":
+            examples = _example_outcomes(task, all_correct, None, None, order)
+        else:
+            examples = _example_outcomes(task, None, all_scores, all_labels, order)
+    return EvalResult(loss=loss, metric=metric, n=n, examples=examples)
 
 
 def predict(
@@ -212,7 +294,7 @@ def predict(
     all_logits: list[torch.Tensor] = []
     all_targets: list[torch.Tensor] = []
     with evaluation_mode([model]), torch.inference_mode():
-        for logits, targets in _batches(model, loader, device, amp):
+        for logits, targets in logit_batches(model, loader, device, amp):
             all_logits.append(logits.cpu())
             all_targets.append(targets.cpu())
     if not all_logits:

@@ -11,7 +11,11 @@ in it:
 ``runs.csv``
     one row per planned run (:data:`TABLE_COLUMNS` ``["runs"]``) and, after those,
     ``shuffle_seed, augment, groups, error``; ``groups`` is ``;``-joined group names
-    (``source``, ``main``, ``block_shuffle``, ``pretrain_checkpoints``).
+    (``source``, ``main``, ``block_shuffle``, ``pretrain_checkpoints``). Then
+    ``final_test_metric_low/high`` (bootstrap over the final evaluation's test examples)
+    and ``optimization_speed_low/high`` (over the train-eval subset, the same resample
+    of its examples in every epoch), empty for runs trained before they were kept;
+    ``best_test_metric`` has none (:mod:`transferlens.train.intervals` says why).
 ``epochs.csv``
     run_id, epoch, test_metric, test_loss, train_metric, train_loss, seconds: one row
     per epoch record of every run (the learning curves).
@@ -36,6 +40,12 @@ in it:
     ``cka_seeds_low, cka_seeds_high`` (across seed pairs) and ``n_pairs``.
     ``cka_pairs.csv``: each seed pair's CKA with its bootstrap interval over batches and
     its ``cka_p`` (an empty seed is the source model P).
+``cka_matrix.csv`` / ``cka_matrix_pairs.csv``
+    ``cka_matrix.csv``: every layer (``layer_a``) of the pair's first models against
+    every layer (``layer_b``) of its second, the mean over seed pairs with
+    ``cka_low, cka_high`` (bootstrap over batches) and, after its columns,
+    ``cka_seeds_low, cka_seeds_high`` (across seed pairs) and ``n_pairs``.
+    ``cka_matrix_pairs.csv``: each seed pair's matrix with its bootstrap interval.
 ``mistakes.csv`` / ``mistakes_pairs.csv``
     ``mistakes.csv`` adds, after its columns, ``kappa_max`` (the largest kappa the two
     accuracies allow, Geirhos et al. 2020), ``kappa_ratio`` (kappa / kappa_max),
@@ -48,6 +58,14 @@ in it:
     the test metric with one unit rewound to its initial value, for every seed of every
     main P-T and RI-T run, with its bootstrap interval over the test set
     (``criticality.csv`` holds the first seed's, beside its criticality).
+``criticality.csv`` / ``criticality_path.csv``
+    ``criticality.csv``: after ``resolved, rewind_metric_low, rewind_metric_high,
+    epsilon, seed``, ``criticality_low, criticality_high``: the bootstrap interval over
+    the training examples searched, the noise draws fixed (``inf``: resamples with no
+    resolved minimiser on the small-sigma side; the network row from the summed
+    resamples); one block of rows per seed searched. ``criticality_path.csv`` adds
+    ``loss_low, loss_high, metric_low, metric_high`` (over the test examples) after
+    its columns.
 ``distance_stages.csv``
     target, pair, stage, l2: the distance of each stage, ``sqrt`` of the sum of its
     units' squared l2 in ``distance.csv``.
@@ -63,7 +81,9 @@ in it:
     ``metric_barrier_seeds_low/high`` (across seed pairs), ``n_pairs``; its barriers are
     the mean over seed pairs. ``barriers_pairs.csv``: each seed pair's barriers with
     their test-set interval. ``interpolation.csv`` adds ``align, repair`` after its
-    columns (the curve of each pair kind's first seed pair).
+    columns (the curve of each pair kind's first seed pair), then ``loss_low, loss_high,
+    metric_low, metric_high`` (the test-set bootstrap of each point, the barriers'
+    resamples). ``interpolation_pairs.csv``: every seed pair's curve with those intervals.
 ``findings.csv``
     finding, statement, verdict, part, part_verdict, statistic, unit, runs, effect, low,
     high, se, df, seeds_to_decide, rule: the paper's findings decided from the other
@@ -125,11 +145,19 @@ TABLE_COLUMNS: dict[str, tuple[str, ...]] = {
         "cka_p",
     ),
     "cka_matrix": ("target", "pair", "layer_a", "layer_b", "cka"),
+    "cka_matrix_pairs": (
+        "target", "pair", "first_seed", "second_seed", "layer_a", "layer_b", "cka", "cka_low",
+        "cka_high",
+    ),
     "cka_layers": ("layer", "stage", "depth", "shape", "reduction", "features"),
     "distance": ("target", "pair", "module", "l2"),
     "distance_pairs": ("target", "pair", "first_seed", "second_seed", "module", "l2"),
     "distance_stages": ("target", "pair", "stage", "l2"),
     "interpolation": ("target", "pair", "lam", "loss", "metric"),
+    "interpolation_pairs": (
+        "target", "pair", "align", "repair", "first_seed", "second_seed", "lam", "loss",
+        "metric", "loss_low", "loss_high", "metric_low", "metric_high",
+    ),
     "barriers": ("target", "pair", "loss_barrier", "metric_barrier"),
     "barriers_pairs": (
         "target", "pair", "align", "repair", "first_seed", "second_seed", "loss_barrier",

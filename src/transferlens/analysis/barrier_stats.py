@@ -17,6 +17,10 @@ shares the evaluation set, so the replicates of several seed pairs can be averag
 into the replicates of their mean barrier (:func:`mean_barrier_interval`).
 ``multilabel`` curves keep no correctness (a ROC-AUC is not a mean over examples):
 their metric replicates are NaN.
+
+The curve itself gets the same treatment point by point (:func:`curve_replicates`):
+``(L_j, M_j)`` of each resample, whose percentile interval at each lambda is the
+interval of the curve's loss and metric over the evaluation set.
 """
 
 from __future__ import annotations
@@ -60,6 +64,28 @@ def barrier_replicates(curve: InterpolationResult, indices: np.ndarray) -> np.nd
         out[rows, 0] = rise_above_line(lam, counts @ loss.T / n)
         if correct is not None:
             out[rows, 1] = rise_above_line(lam, -(counts @ correct.T) / n)
+    return out
+
+
+def curve_replicates(curve: InterpolationResult, indices: np.ndarray) -> np.ndarray:
+    """``[r, len(lams), 2]``: (loss ``L_j``, metric ``M_j``) at each lambda, in the
+    curve's own order, of the curve resampled by each row of ``indices`` (``[r, n]``
+    example indices; module docstring). Metric NaN for a ``multilabel`` curve. The
+    identity resample ``arange(n)`` gives the curve's mean loss and metric."""
+    if curve.example_loss is None:
+        raise UserInputError("the interpolation curve kept no per-example terms")
+    loss, correct = curve.example_loss, curve.example_correct
+    indices = np.asarray(indices)
+    n = loss.shape[1]
+    if indices.ndim != 2 or indices.shape[1] != n:
+        raise UserInputError(f"curve resamples must be [r, {n}] indices (got {indices.shape})")
+    out = np.full((indices.shape[0], loss.shape[0], 2), np.nan)
+    for start in range(0, indices.shape[0], _ROWS_PER_CHUNK):
+        counts = index_counts(indices[start : start + _ROWS_PER_CHUNK], n).astype(np.float64)
+        rows = slice(start, start + counts.shape[0])
+        out[rows, :, 0] = counts @ loss.T / n
+        if correct is not None:
+            out[rows, :, 1] = counts @ correct.T / n
     return out
 
 

@@ -27,6 +27,9 @@ class CKAResult:
     and ``tokens``. ``shapes_a`` / ``shapes_b``: the per-example shape of each layer's
     tensor (of the first model using it), before any reduction. ``p`` / ``pair_p``:
     permutation p-values shaped as ``values`` / ``pair_values`` (None: not computed).
+    ``matrices``: for ``cka_many(..., matrices=True)``, the ``kind="matrix"`` result of
+    the same combinations and pair names (every layer against every layer; None
+    otherwise).
     """
 
     kind: Literal["layers", "matrix"]
@@ -48,10 +51,11 @@ class CKAResult:
     shapes_b: tuple[tuple[int, ...], ...] = ()
     p: np.ndarray | None = None
     pair_p: np.ndarray | None = None
+    matrices: CKAResult | None = None
 
     @property
     def matrix(self) -> np.ndarray:
-        """``[layers_a, layers_b]`` CKA of the first pair (``cka_matrix`` has only one)."""
+        """``[layers_a, layers_b]`` CKA of the first pair name (``cka_matrix`` has only one)."""
         if self.kind != "matrix":
             raise ValueError("matrix is defined for cka_matrix results; use to_frame()")
         return self.pair_values[0]

@@ -29,7 +29,8 @@ when no grid point is feasible the criticality is ``inf`` (the minimum over an e
 set) with alpha and sigma NaN (NaN under ``epsilon``), where the reference's argmin
 over an all-infinite array would report the objective of its first point, 0.
 
-Search without waste, yet the same result as the full grid:
+Search without waste, yet the same result as the full grid
+(:mod:`~transferlens.analysis.criticality_search`):
 
 - the objective of a point is known before evaluating it, so points are visited in
   increasing (objective, reference order) and the search stops at the first feasible
@@ -49,12 +50,20 @@ every point and every draw and returns identical values.
 :attr:`CriticalityResult.n_forward_passes` counts the passes over the data begun (a
 pass cut short counts as a whole one; the reference evaluation included),
 :attr:`CriticalityResult.n_forward_batches` the batches evaluated.
+
+Interval over the evaluation set (``n_bootstrap`` > 0,
+:mod:`~transferlens.analysis.criticality_interval`): the per-example losses of each
+evaluated point are kept, and each bootstrap resample of the examples gets its own
+minimiser and criticality from them -- no forward pass is repeated, the noise draws are
+fixed, the point estimate is unchanged. Points are then evaluated in objective order
+until one is feasible in every resample, cut short only once infeasible for all still
+open, so the interval is exact (the same as the full grid's).
 """
 
 from __future__ import annotations
 
 import copy
-from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -72,19 +81,22 @@ from transferlens.analysis.criticality_definition import (
     relative_sigma_grid,
     resolved,
 )
-from transferlens.analysis.evalcache import (
-    PreparedBatches,
-    analysis_device,
-    evaluate_batches,
-    prepare_batches,
+from transferlens.analysis.criticality_interval import (
+    IntervalSearch,
+    interval_with_inf,
+    resample_counts,
+    resample_criticality,
 )
-from transferlens.analysis.perturb import (
-    ModuleSlot,
-    lerp_values,
-    noise_generator,
-    noise_seed,
-    squared_distance,
+from transferlens.analysis.criticality_search import (
+    SEARCHES,
+    LossSum,
+    Search,
+    _grid,
+    _mean_loss,
+    running_loss_sums,
 )
+from transferlens.analysis.evalcache import analysis_device, evaluate_batches, prepare_batches
+from transferlens.analysis.perturb import ModuleSlot, noise_seed, squared_distance
 from transferlens.analysis.statedict import (
     StateLike,
     UnitsLike,
@@ -95,11 +107,23 @@ from transferlens.analysis.statedict import (
     under_any,
     unit_of,
 )
+from transferlens.analysis.stats import check_n_bootstrap
 from transferlens.errors import UserInputError
-from transferlens.metrics import Task, task_loss
+from transferlens.metrics import Task
 
 NETWORK = "network"
-SEARCHES = ("pruned", "full")
+# Re-exported: importable from here as before the search moved to criticality_search.
+__all__ = [
+    "NETWORK",
+    "SEARCHES",
+    "CriticalityResult",
+    "LossSum",
+    "ModuleCriticality",
+    "criticality_grid",
+    "module_criticality",
+    "rewind_module",
+    "running_loss_sums",
+]
 
 
 def criticality_grid(
@@ -126,6 +150,9 @@ class ModuleCriticality:
     an unresolved criticality is NaN while ``alpha``, ``sigma`` still say where the grid
     minimum sat. ``rewind_metric``: the metric with the module alone rewound to its
     initial value; ``loss_at_minimum``: the mean loss over the draws at the minimiser.
+    ``criticality_low``, ``criticality_high``: the bootstrap interval over the evaluation
+    set (:mod:`~transferlens.analysis.criticality_interval`; ``inf`` where resamples have
+    no resolved minimiser on the small-sigma side; NaN without an interval).
     """
 
     module: str
@@ -135,6 +162,8 @@ class ModuleCriticality:
     sigma: float
     loss_at_minimum: float
     resolved: bool = True
+    criticality_low: float = float("nan")
+    criticality_high: float = float("nan")
 
 
 @dataclass(frozen=True)
@@ -146,7 +175,10 @@ class CriticalityResult:
     ``n_forward_batches``: passes over the data begun and batches evaluated (the
     reference evaluation included); ``n_full_grid_*``: what the full grid costs.
     ``settings``: ``definition``, ``modules``, ``alphas``, ``sigmas`` (relative to each
-    module's RMS under ``epsilon``), ``n_noise``, ``tolerance``, ``seed``, ``search``.
+    module's RMS under ``epsilon``), ``n_noise``, ``tolerance``, ``seed``, ``search``,
+    ``n_bootstrap``, ``confidence``. ``network_low``, ``network_high``: the interval of
+    the network's criticality from the same resamples (the sum of the modules' resampled
+    values).
     """
 
     modules: tuple[ModuleCriticality, ...]
@@ -159,22 +191,28 @@ class CriticalityResult:
     n_full_grid_passes: int
     n_full_grid_batches: int
     settings: dict[str, Any]
+    network_low: float = float("nan")
+    network_high: float = float("nan")
 
     @property
     def network_resolved(self) -> bool:
         return all(m.resolved for m in self.modules)
 
     def to_frame(self) -> pd.DataFrame:
-        """Columns ``module, rewind_metric, criticality, alpha, sigma, resolved``: one row
-        per module, then ``module = "network"`` (criticality: the sum; resolved: every
-        module's; other values NaN)."""
+        """Columns ``module, rewind_metric, criticality, alpha, sigma, resolved,
+        criticality_low, criticality_high``: one row per module, then ``module =
+        "network"`` (criticality: the sum; resolved: every module's; its interval from the
+        summed resamples; other values NaN)."""
         rows = [
-            (m.module, m.rewind_metric, m.criticality, m.alpha, m.sigma, m.resolved)
+            (m.module, m.rewind_metric, m.criticality, m.alpha, m.sigma, m.resolved,
+             m.criticality_low, m.criticality_high)
             for m in self.modules
-        ]
+        ]  # fmt: skip
         nan = float("nan")
-        rows.append((NETWORK, nan, self.network_criticality, nan, nan, self.network_resolved))
-        columns = ["module", "rewind_metric", "criticality", "alpha", "sigma", "resolved"]
+        rows.append((NETWORK, nan, self.network_criticality, nan, nan, self.network_resolved,
+                     self.network_low, self.network_high))  # fmt: skip
+        columns = ["module", "rewind_metric", "criticality", "alpha", "sigma", "resolved",
+                   "criticality_low", "criticality_high"]  # fmt: skip
         return pd.DataFrame(rows, columns=columns)
 
 
@@ -212,117 +250,6 @@ def rewind_module(
     return rewound
 
 
-@dataclass(frozen=True)
-class _Point:
-    index: int  # the reference's order: sigma-major, alpha-minor
-    alpha: float
-    sigma: float
-    objective: float
-
-
-def _grid(alphas: list[float], sigmas: list[float], squared: float) -> list[_Point]:
-    points = []
-    for i_sigma, sigma in enumerate(sigmas):
-        for i_alpha, alpha in enumerate(alphas):
-            objective = (alpha / sigma) ** 2 * squared
-            points.append(_Point(i_sigma * len(alphas) + i_alpha, alpha, sigma, objective))
-    return points
-
-
-# The summed loss of one batch: (outputs, targets) -> a scalar tensor, every term >= 0.
-LossSum = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
-
-
-def running_loss_sums(model: nn.Module, batches: Iterable, task: Task | LossSum) -> Iterator[float]:
-    """After each batch, the running float64 sum of the example losses so far.
-
-    ``task``: the task (its loss) or a :data:`LossSum`. L = (last sum) / n. Every batch
-    adds a sum of non-negative losses, so the running sum never decreases: a partial
-    sum is a lower bound of the total.
-    """
-    total = 0.0
-    for inputs, targets in batches:
-        outputs = model(inputs)
-        if callable(task):
-            total += float(task(outputs, targets).double())
-        else:
-            total += float(task_loss(outputs, targets, task, "sum").double())
-        yield total
-
-
-def _mean_loss(model: nn.Module, batches: PreparedBatches, task: Task | LossSum) -> float:
-    with torch.inference_mode():
-        sums = list(running_loss_sums(model, batches, task))
-    return sums[-1] / batches.n_examples
-
-
-class _Search:
-    """One module's search over the grid; counts the passes and batches it evaluates."""
-
-    def __init__(self, working, slot, init, final, batches, task, n_noise, epsilon, seed):
-        self.working, self.slot, self.init, self.final = working, slot, init, final
-        self.batches, self.task, self.n_noise = batches, task, n_noise
-        self.epsilon, self.seed = epsilon, seed
-        self.device = analysis_device(None, working)
-        self.n_passes = 0
-        self.n_batches = 0
-        # alpha -> L at theta(alpha) without noise, for draws whose noise vanished in rounding
-        self.noiseless_losses: dict[float, float] = {}
-
-    @torch.inference_mode()
-    def feasible(self, point: _Point, early_stop: bool) -> tuple[bool, float]:
-        """(mean over draws of L <= eps, that mean; partial if stopped early).
-
-        With ``early_stop`` (the pruned search) a pass stops as soon as the running sum
-        proves the point infeasible (every term added later is >= 0), and a draw whose
-        noise vanished reuses the noiseless loss at its alpha (see the module docstring).
-        """
-        values = lerp_values(self.init, self.final, point.alpha)
-        n_examples, n_noise, epsilon = self.batches.n_examples, self.n_noise, self.epsilon
-        draws_sum = 0.0  # sum over finished draws of their mean loss
-        for sample in range(n_noise):
-            generator = noise_generator(
-                self.device, noise_seed(self.seed, self.slot.module, point.index, sample)
-            )
-            perturbed = self.slot.set(values, point.sigma, generator)
-            reusable = early_stop and not perturbed
-            if reusable and point.alpha in self.noiseless_losses:
-                # The very network already evaluated: its loss, not another pass.
-                mean_loss = self.noiseless_losses[point.alpha]
-                if (draws_sum + mean_loss) / n_noise > epsilon:
-                    return False, (draws_sum + mean_loss) / (sample + 1)
-                draws_sum += mean_loss
-                continue
-            self.n_passes += 1
-            loss_sum = 0.0
-            for loss_sum in running_loss_sums(self.working, self.batches, self.task):
-                self.n_batches += 1
-                if early_stop and (draws_sum + loss_sum / n_examples) / n_noise > epsilon:
-                    return False, (draws_sum + loss_sum / n_examples) / (sample + 1)
-            if reusable:
-                self.noiseless_losses[point.alpha] = loss_sum / n_examples
-            draws_sum += loss_sum / n_examples
-        return draws_sum / n_noise <= epsilon, draws_sum / n_noise
-
-    def run(self, points: list[_Point], search: str) -> tuple[_Point | None, float]:
-        ordered = sorted(points, key=lambda p: (p.objective, p.index))
-        best, best_loss = None, float("nan")
-        if search == "pruned":
-            for point in ordered:
-                ok, loss = self.feasible(point, early_stop=True)
-                if ok:
-                    best, best_loss = point, loss
-                    break
-        else:
-            outcomes = {p.index: self.feasible(p, early_stop=False) for p in points}
-            for point in ordered:
-                if outcomes[point.index][0]:
-                    best, best_loss = point, outcomes[point.index][1]
-                    break
-        self.slot.restore()
-        return best, best_loss
-
-
 def module_criticality(
     model_final: nn.Module,
     model_init: StateLike,
@@ -343,6 +270,8 @@ def module_criticality(
     progress: Callable[[str], None] | None = None,
     loss_sum: LossSum | None = None,
     rewind_metrics: Mapping[str, float] | None = None,
+    n_bootstrap: int = 0,
+    confidence: float = 0.95,
 ) -> CriticalityResult:
     """Criticality of each module and the metric with that module rewound to ``model_init``.
 
@@ -363,8 +292,16 @@ def module_criticality(
     (default :func:`criticality_grid` ``()``'s). ``loss_sum`` replaces the task's loss
     in L (a :data:`LossSum`, e.g. a squared error; the metric stays the task's).
     ``rewind_metrics``: each unit's ``rewind_metric`` when already evaluated on the metric
-    data (:func:`~transferlens.analysis.rewinding.rewinding`): not evaluated again. ``progress``, when given, is called with
-    ``module 3/6 layer2`` as each module's search begins (it changes nothing computed).
+    data (:func:`~transferlens.analysis.rewinding.rewinding`): not evaluated again.
+    ``progress``, when given, is called with ``module 3/6 layer2`` as each module's search
+    begins (it changes nothing computed).
+
+    ``n_bootstrap`` > 0: each module's ``criticality_low/high`` (and the network's), the
+    ``confidence`` percentile interval over ``n_bootstrap`` resamples of the examples of
+    ``loader`` drawn from ``seed`` (:mod:`~transferlens.analysis.criticality_interval`:
+    from per-example losses kept during the search, no pass repeated; the point
+    estimate is unchanged, bit for bit). With a ``loss_sum`` there are no per-example
+    terms: NaN. ``n_bootstrap = 0`` (the default): the search as before, NaN bounds.
     """
     check_task(task)
     if not isinstance(model_final, nn.Module):
@@ -380,6 +317,11 @@ def module_criticality(
     tolerance = check_grid([tolerance], "tolerance", positive=True)[0]
     epsilon = check_grid([epsilon], "epsilon", positive=True)[0]
     noise_seed(seed, "", 0, 0)  # validates the seed before any work
+    n_bootstrap = check_n_bootstrap(n_bootstrap)
+    if loss_sum is not None:
+        n_bootstrap = 0  # a LossSum gives no per-example terms: no interval (NaN bounds)
+    if not 0.0 < float(confidence) < 1.0:
+        raise UserInputError(f"confidence must be between 0 and 1 (got {confidence!r})")
 
     device = analysis_device(device, model_final)
     working = copy.deepcopy(model_final).to(device).eval()
@@ -399,7 +341,10 @@ def module_criticality(
 
     settings = {"definition": definition, "modules": list(units), "alphas": alphas,
                 "sigmas": sigmas, "n_noise": n_noise, "tolerance": tolerance, "seed": seed,
-                "search": search}  # fmt: skip
+                "search": search, "n_bootstrap": n_bootstrap, "confidence": confidence}  # fmt: skip
+    # The same resamples for every module (and every model of the same data and seed).
+    counts = resample_counts(batches.n_examples, n_bootstrap, seed) if n_bootstrap else None
+    network_resamples = np.zeros(n_bootstrap)
     results = []
     for number, (module, members) in enumerate(units.items(), 1):
         if progress is not None:
@@ -417,8 +362,18 @@ def module_criticality(
         # whose final parameters are all zero, which has no scale).
         scale = (module_rms(final, slot.parameter_names) or 1.0) if relative else 1.0
         module_sigmas = [scale * sigma for sigma in sigmas]
-        searcher = _Search(working, slot, init, final, batches, loss_of, n_noise, epsilon, seed)
-        best, loss = searcher.run(_grid(alphas, module_sigmas, squared), search)
+        arguments = (working, slot, init, final, batches, loss_of, n_noise, epsilon, seed)
+        points = _grid(alphas, module_sigmas, squared)
+        interval = (float("nan"), float("nan"))
+        if counts is None:
+            searcher = Search(*arguments)
+            best, loss = searcher.run(points, search)
+        else:
+            searcher = IntervalSearch(*arguments, counts=counts)
+            best, loss, chosen = searcher.run_with_resamples(points, search)
+            resampled = resample_criticality(chosen, module_sigmas, relative)
+            network_resamples += resampled
+            interval = interval_with_inf(resampled, confidence)
         n_passes += searcher.n_passes
         n_batches += searcher.n_batches
         nan = float("nan")
@@ -430,8 +385,13 @@ def module_criticality(
         if relative and not ok:
             found = (nan, *found[1:])  # "not resolved by the grid", not a number
         results.append(
-            ModuleCriticality(module, rewind_metric, *found, loss_at_minimum=loss, resolved=ok)
-        )
+            ModuleCriticality(module, rewind_metric, *found, loss_at_minimum=loss, resolved=ok,
+                              criticality_low=interval[0], criticality_high=interval[1])
+        )  # fmt: skip
+    network_interval = (
+        interval_with_inf(network_resamples, confidence) if counts is not None
+        else (float("nan"), float("nan"))
+    )  # fmt: skip
     full_passes = 1 + len(units) * len(alphas) * len(sigmas) * n_noise
     return CriticalityResult(
         modules=tuple(results),
@@ -444,4 +404,6 @@ def module_criticality(
         n_full_grid_passes=full_passes,
         n_full_grid_batches=full_passes * len(batches),
         settings=settings,
+        network_low=network_interval[0],
+        network_high=network_interval[1],
     )

@@ -179,7 +179,7 @@ def evaluate_examples(model: nn.Module, batches: Iterable[Batch], task: Task) ->
     """
     # The same forward as evaluate (input memory format included): the curve's
     # numbers must not move because the per-example terms are kept.
-    from transferlens.evaluation import _batches
+    from transferlens.evaluation import logit_batches
 
     check_task(task)
     device = model_device(model)
@@ -187,7 +187,7 @@ def evaluate_examples(model: nn.Module, batches: Iterable[Batch], task: Task) ->
     correct_sum = torch.zeros((), dtype=torch.int64, device=device)
     losses, corrects, scores, labels = [], [], [], []
     with evaluation_mode([model]), torch.inference_mode():
-        for logits, targets in _batches(model, batches, device, False):  # type: ignore[arg-type]
+        for logits, targets in logit_batches(model, batches, device, False):  # type: ignore[arg-type]
             per_example = task_loss(logits, targets, task, reduction="none").double()
             loss_sum += per_example.sum()
             losses.append(per_example.cpu())

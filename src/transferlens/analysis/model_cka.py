@@ -19,7 +19,9 @@ per-batch HSIC matrices are kept, resampled batches are summed and turned into C
 This costs no extra forward pass and no Gram matrix; it treats batches as the
 independent draws they are when the loader shuffles (or the data are exchangeable).
 It needs 2 or more batches (NaN otherwise) and is only as fine as the number of
-batches: use 20 or more for a meaningful interval.
+batches: use 20 or more for a meaningful interval (:mod:`.cka_bootstrap`).
+``cka_many(..., matrices=True)`` also returns every layer against every layer for each
+pair, from the same pass and the same resampled batches (no extra forward pass).
 
 Permutation null (``n_permutations`` > 0): ``cka_p``, the p-value of a permutation
 test of each CKA against rows permuted within each batch (:mod:`.cka_permutation`:
@@ -51,7 +53,8 @@ import torch
 from torch import nn
 
 from transferlens.analysis.checks import check_count, check_ordered_loader
-from transferlens.analysis.cka_estimators import MinibatchCKA, cka_from_hsic
+from transferlens.analysis.cka_bootstrap import estimate
+from transferlens.analysis.cka_estimators import MinibatchCKA
 from transferlens.analysis.cka_kernels import ShiftedGram
 from transferlens.analysis.cka_permutation import permutation_p_values
 from transferlens.analysis.cka_result import CKAResult
@@ -63,7 +66,7 @@ from transferlens.analysis.layer_specs import (
     resolve_layers,
 )
 from transferlens.analysis.pairs import resolve_pairs
-from transferlens.analysis.stats import bootstrap_interval, check_n_bootstrap, index_counts
+from transferlens.analysis.stats import check_n_bootstrap
 from transferlens.errors import UserInputError
 
 if TYPE_CHECKING:
@@ -106,59 +109,6 @@ def _accumulate(
     return accumulator
 
 
-def _estimate(
-    accumulator: MinibatchCKA,
-    select: np.ndarray,
-    pair_of: list[int],
-    n_pairs: int,
-    n_bootstrap: int,
-    confidence: float,
-    seed: int,
-) -> dict[str, np.ndarray]:
-    """Values and intervals for ``select`` (``[C, cells, 2]`` row/column indices of the HSIC)."""
-
-    def per_combination(hsic: np.ndarray) -> np.ndarray:
-        # hsic [r, T, T] -> [r, C, cells]
-        cka = cka_from_hsic(hsic)
-        return cka[:, select[..., 0], select[..., 1]]
-
-    def per_pair(values: np.ndarray) -> np.ndarray:
-        # Mean over the combinations sharing a pair name: [r, C, cells] -> [r, P, cells].
-        weights = np.zeros((n_pairs, len(pair_of)))
-        weights[pair_of, np.arange(len(pair_of))] = 1.0
-        weights /= weights.sum(axis=1, keepdims=True)
-        return np.einsum("pc,rc...->rp...", weights, values)
-
-    values = per_combination(accumulator.hsic_sum.cpu().numpy()[None])
-    pair_values = per_pair(values)
-    n_batches = accumulator.n_batches
-    if n_bootstrap == 0 or n_batches < 2:
-        no_combo, no_pair = np.full_like(values[0], np.nan), np.full_like(pair_values[0], np.nan)
-        return _named(values[0], no_combo, no_combo, pair_values[0], no_pair, no_pair)
-    batch_terms = accumulator.batch_hsic().numpy().reshape(n_batches, -1)
-    size = accumulator.n_layers
-
-    def statistic(indices: np.ndarray) -> np.ndarray:
-        sums = (index_counts(indices, n_batches) @ batch_terms).reshape(-1, size, size)
-        combos = per_combination(sums)
-        pairs = per_pair(combos)
-        return np.concatenate([combos.reshape(len(sums), -1), pairs.reshape(len(sums), -1)], axis=1)
-
-    low, high = bootstrap_interval(
-        statistic, n_bootstrap, confidence, seed, n=n_batches, vectorized=True
-    )
-    split = values[0].size
-    shape_c, shape_p = values[0].shape, pair_values[0].shape
-    return _named(
-        values[0],
-        low[:split].reshape(shape_c),
-        high[:split].reshape(shape_c),
-        pair_values[0],
-        low[split:].reshape(shape_p),
-        high[split:].reshape(shape_p),
-    )
-
-
 def _p_values(
     accumulator: MinibatchCKA,
     sizes: list[int],
@@ -174,11 +124,6 @@ def _p_values(
         grams, sizes, select, pair_of, n_pairs, n_permutations, settings["seed"]
     )
     return {"p": p, "pair_p": pair_p}
-
-
-def _named(*arrays: np.ndarray) -> dict[str, np.ndarray]:
-    names = ("values", "low", "high", "pair_values", "pair_low", "pair_high")
-    return dict(zip(names, arrays))
 
 
 def _counts(accumulator: MinibatchCKA) -> dict[str, int]:
@@ -266,6 +211,7 @@ def cka_many(
     tokens: Tokens = "all",
     module_map: ModuleMap | None = None,
     n_permutations: int = 0,
+    matrices: bool = False,
 ) -> CKAResult:
     """CKA between the same layers of several pairs of models, in one pass of ``loader``.
 
@@ -276,7 +222,10 @@ def cka_many(
     ``cka_layers`` of ``module_map`` (None: the first used model's own map). ``tokens``:
     ``all``, ``cls`` or ``mean`` (module docstring; ``cls`` is refused when the map
     says the model has no class token). ``n_permutations`` > 0: ``cka_p`` of each
-    combination and pair name (module docstring). ``loader`` must not shuffle.
+    combination and pair name (module docstring). ``matrices``: also every layer against
+    every layer for each combination and pair name, from the same pass and the same
+    resampled batches (``result.matrices``, a ``kind="matrix"`` result without
+    p-values; its diagonal is ``result`` itself). ``loader`` must not shuffle.
     """
     if not isinstance(models, Mapping):
         raise UserInputError(
@@ -317,21 +266,39 @@ def cka_many(
     )
     names = list(dict.fromkeys(name for name, _, _ in combos))
     pair_of = [names.index(name) for name, _, _ in combos]
-    estimates = _estimate(accumulator, select, pair_of, len(names), n_bootstrap, confidence, seed)
+    estimates = estimate(accumulator, select, pair_of, len(names), n_bootstrap, confidence, seed)
     sizes = [len(layers)] * len(used)
     p_values = _p_values(accumulator, sizes, select, pair_of, len(names), settings)
-    return CKAResult(
-        kind="layers",
-        pairs=tuple(combos),
-        layers_a=tuple(layers),
-        layers_b=tuple(layers),
-        pair_names=tuple(names),
-        **estimates,
+    common = {
+        "pairs": tuple(combos),
+        "layers_a": tuple(layers),
+        "layers_b": tuple(layers),
+        "pair_names": tuple(names),
         **_counts(accumulator),
-        settings=settings,
-        shapes_a=_shapes(shapes, used[0], layers),
-        shapes_b=_shapes(shapes, used[0], layers),
-        **p_values,
+        "shapes_a": _shapes(shapes, used[0], layers),
+        "shapes_b": _shapes(shapes, used[0], layers),
+    }
+    matrix = None
+    if matrices:
+        # Every (model, layer) pair's HSIC is already in the one pass's [T, T] sums:
+        # the matrices cost no forward pass, only another selection of cells.
+        cells = np.array(
+            [
+                [
+                    [(offset[a] + i, offset[b] + j) for j in range(len(layers))]
+                    for i in range(len(layers))
+                ]
+                for _, a, b in combos
+            ]
+        )
+        matrix = CKAResult(
+            kind="matrix",
+            **estimate(accumulator, cells, pair_of, len(names), n_bootstrap, confidence, seed),
+            settings={**settings, "n_permutations": 0},
+            **common,
+        )
+    return CKAResult(
+        kind="layers", **estimates, settings=settings, **common, **p_values, matrices=matrix
     )
 
 
@@ -378,7 +345,7 @@ def cka_matrix(
     select = np.array(
         [[[(i, offset + j) for j in range(len(layers_b))] for i in range(len(layers_a))]]
     )
-    estimates = _estimate(accumulator, select, [0], 1, n_bootstrap, confidence, seed)
+    estimates = estimate(accumulator, select, [0], 1, n_bootstrap, confidence, seed)
     sizes = [len(layers_a), len(layers_b)]
     p_values = _p_values(accumulator, sizes, select, [0], 1, settings)
     return CKAResult(

@@ -78,6 +78,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
             help="a pair of named models (repeatable; default: every pair)",
         )  # fmt: skip
         sub.add_argument("--bootstrap", type=int, default=1000, help="resamples (0: no interval)")
+    analyses.choices["criticality"].add_argument(
+        "--bootstrap", type=int, default=1000,
+        help="resamples of the training examples for criticality_low/high (0: no interval)",
+    )  # fmt: skip
     cka.add_argument(
         "--layers",
         nargs="+",
@@ -275,7 +279,7 @@ def _criticality(args: argparse.Namespace) -> pd.DataFrame:
         modules=args.modules, alphas=alphas, sigmas=sigmas, n_noise=args.noise_samples,
         definition=args.definition, epsilon=args.epsilon, tolerance=args.tolerance,
         seed=args.seed, device=resolve_device(args.device, key="--device"),
-        metric_loader=data.loader(args.split),
+        metric_loader=data.loader(args.split), n_bootstrap=args.bootstrap,
     )  # fmt: skip
     print(
         f"forward passes: {result.n_forward_passes} of the full grid's {result.n_full_grid_passes}"

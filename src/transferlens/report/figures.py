@@ -264,9 +264,25 @@ def _paired_bars(
             x = points["block_key"].map(where)
             shown = x.notna()
             label = None if dots_labelled else "one seed's run"
+            dot_x = x[shown].to_numpy(float) + offset
+            if "low" in points.columns:  # seeds side by side: their bars apart from the bar's
+                keys = points["block_key"][shown]
+                rank = keys.groupby(keys).cumcount().to_numpy(float)
+                count = keys.map(keys.value_counts()).to_numpy(float)
+                dot_x = dot_x + 0.08 * (rank - (count - 1) / 2) + 0.06
+            dot_values = points["value"][shown].to_numpy(float) * scale
+            if "low" in points.columns:  # the run's own bootstrap interval (runs.csv)
+                draw_interval(
+                    axes, dot_x, dot_values, points["low"][shown].to_numpy(float) * scale,
+                    points["high"][shown].to_numpy(float) * scale, ecolor="dimgray",
+                    elinewidth=0.6, capsize=0, zorder=2,
+                )  # fmt: skip
+                reach = points["high"][shown].to_numpy(float) * scale
+                if np.isfinite(reach).any():
+                    highest = max(highest, float(np.nanmax(reach)))
             axes.scatter(
-                x[shown].to_numpy(float) + offset, points["value"][shown].to_numpy(float) * scale,
-                s=9, color="white", edgecolors="black", linewidths=0.6, zorder=3, label=label,
+                dot_x, dot_values, s=9, color="white", edgecolors="black", linewidths=0.6,
+                zorder=3, label=label,
             )  # fmt: skip
             dots_labelled = True
             if shown.any():
@@ -278,7 +294,8 @@ def _paired_bars(
 
 
 def _seed_points(seeds: pd.DataFrame | None, target: str, column: str) -> dict[str, pd.DataFrame]:
-    """init -> rows (``block_key``, ``value`` = ``column``) of ``target``'s runs."""
+    """init -> rows (``block_key``, ``value`` = ``column``, and ``low``/``high`` from
+    ``<column>_low/_high`` where the runs carry their own interval) of ``target``'s runs."""
     if seeds is None or seeds.empty:
         return {}
     rows = seeds[seeds["target"] == target]
@@ -286,6 +303,9 @@ def _seed_points(seeds: pd.DataFrame | None, target: str, column: str) -> dict[s
     frame = pd.DataFrame(
         {"init": rows["init"], "block_key": keys, "value": pd.to_numeric(rows[column])}
     )
+    if f"{column}_low" in rows.columns and f"{column}_high" in rows.columns:
+        frame["low"] = pd.to_numeric(rows[f"{column}_low"], errors="coerce")
+        frame["high"] = pd.to_numeric(rows[f"{column}_high"], errors="coerce")
     return {str(init): group for init, group in frame.groupby("init")}
 
 

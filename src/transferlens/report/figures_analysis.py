@@ -1,6 +1,7 @@
-"""Figures of the analyses between models: kappa, CKA (per layer and layer by layer),
-parameter distances (per unit and per stage) and interpolation (Fig. 4); rewinding and
-criticality are :mod:`transferlens.report.figures_criticality`.
+"""Figures of the analyses between models: kappa, CKA (per layer and layer by layer) and
+parameter distances (per unit and per stage); interpolation (Fig. 4) is
+:mod:`transferlens.report.figures_interpolation`, rewinding and criticality
+:mod:`transferlens.report.figures_criticality`.
 
 Where a table has several rows for one point (several seed pairs), the mean is drawn.
 Layers and units are drawn in the order the caller gives (model order: by depth when
@@ -34,7 +35,6 @@ from transferlens.report.figures import (
     stage_axis,
     style_axes,
 )
-from transferlens.report.formatting import format_metric_difference, metric_axis_label, metric_scale
 from transferlens.report.seed_pairs import model_names, pair_order
 
 HEATMAP = "viridis"
@@ -362,125 +362,4 @@ def plot_distance_stages(
             axes, target, names, "l2 distance of parameters", lines, xlabel="stage",
             intervals=bounds,
         )  # fmt: skip
-    return figure
-
-
-ALIGN_ORDER = ("none", "weights", "activations")
-ALIGN_TITLES = {"none": "as trained", "weights": "aligned by weights",
-                "activations": "aligned by activations"}  # fmt: skip
-
-
-def _align_settings(frame: pd.DataFrame) -> list[str]:
-    """The align settings of an interpolation table, in :data:`ALIGN_ORDER`; ``["none"]``
-    for a table written before alignment existed (no ``align`` column)."""
-    if "align" not in frame.columns:
-        return ["none"]
-    found = [str(value) for value in frame["align"].dropna().unique()]
-    return [name for name in ALIGN_ORDER if name in found] + sorted(
-        name for name in found if name not in ALIGN_ORDER
-    )
-
-
-def _title(align: str) -> str:
-    return ALIGN_TITLES.get(align, align)
-
-
-def _setting_rows(frame: pd.DataFrame, align: str, repair: bool) -> pd.DataFrame:
-    """The rows of one (align, repair) setting; all rows of a table without the columns."""
-    chosen = pd.Series(True, index=frame.index)
-    if "align" in frame.columns:
-        chosen &= frame["align"].astype(str) == align
-    if "repair" in frame.columns:
-        chosen &= frame["repair"].astype(str).str.lower() == str(repair).lower()
-    elif repair:
-        chosen &= False
-    return frame[chosen]
-
-
-def _interpolation_panels(
-    metric_axes: Axes,
-    loss_axes: Axes,
-    rows: pd.DataFrame,
-    barriers: pd.DataFrame | None,
-    target: str,
-    task: str,
-    align: str,
-) -> None:
-    """The curves of one align setting: unrepaired solid, REPAIRed dashed, the metric
-    barrier (mean over seed pairs) in the legend."""
-    for repair, style in ((False, "-"), (True, "--")):
-        setting = _setting_rows(rows, align, repair)
-        for position, pair in enumerate(pair_order(setting)):
-            curve = (
-                setting[setting["pair"] == pair]
-                .groupby("lam")[["metric", "loss"]]
-                .mean()
-                .sort_index()
-            )
-            name = f"{pair} REPAIR" if repair else pair
-            label = name
-            if barriers is not None:
-                found = _setting_rows(barriers, align, repair)
-                found = found[(found["target"] == target) & (found["pair"] == pair)]
-                if not found.empty:
-                    barrier = format_metric_difference(found["metric_barrier"].mean(), task)
-                    label += f" (barrier {barrier})"
-            color = color_of(pair, position)
-            metric_axes.plot(
-                curve.index,
-                curve["metric"] * metric_scale(task),
-                color=color,
-                linestyle=style,
-                label=label,
-            )
-            loss_axes.plot(curve.index, curve["loss"], color=color, linestyle=style, label=name)
-
-
-def plot_interpolation(
-    interpolation: pd.DataFrame,
-    barriers: pd.DataFrame | None,
-    targets: list[str],
-    tasks: dict[str, str],
-) -> Figure:
-    """Fig. 4: test metric and loss along (1-lam) theta + lam theta', barriers in the legend.
-
-    One align setting (the paper's, or a table without ``align``): per target the metric
-    (left) and the loss (right). Several: per target a row of metric panels and a row of
-    loss panels, one column per setting (as trained, aligned by weights, by
-    activations) on shared axes; REPAIRed curves dashed in their setting's panel.
-    """
-    shown = shown_targets(interpolation, targets)
-    settings = _align_settings(interpolation)
-    single = len(settings) == 1
-    columns = 2 if single else len(settings)
-    count = 2 * len(shown) if single else 2 * len(shown) * columns
-    figure, panels = panel_grid(count, columns=columns, width=6.2 if single else 5.0, height=3.3)
-    for index, target in enumerate(shown):
-        rows = interpolation[interpolation["target"] == target]
-        task = tasks[target]
-        if single:
-            panel_sets = [(panels[2 * index], panels[2 * index + 1], settings[0], "")]
-        else:
-            first = 2 * index * columns
-            panel_sets = [
-                (panels[first + k], panels[first + columns + k], align, f" ({_title(align)})")
-                for k, align in enumerate(settings)
-            ]
-        for metric_axes, loss_axes, align, suffix in panel_sets:
-            _interpolation_panels(metric_axes, loss_axes, rows, barriers, target, task, align)
-            metric_axes.set_ylabel(metric_axis_label(task))
-            metric_axes.set_title(f"{target}: test metric along the line{suffix}")
-            loss_axes.set_ylabel("test loss")
-            loss_axes.set_title(f"{target}: test loss along the line{suffix}")
-            for axes in (metric_axes, loss_axes):
-                axes.set_xlabel("interpolation weight lambda (0 = first model, 1 = second)")
-                style_axes(axes)
-                legend_outside(axes, fontsize=7)
-        if len(panel_sets) > 1:  # the settings side by side on one scale
-            for which in (0, 1):
-                group = [panel_set[which] for panel_set in panel_sets]
-                low = min(axes.get_ylim()[0] for axes in group)
-                high = max(axes.get_ylim()[1] for axes in group)
-                for axes in group:
-                    axes.set_ylim(low, high)
     return figure

@@ -1,8 +1,9 @@
 """Figures of module criticality: rewinding each unit (Fig. 5), its criticality, and one
 unit's test metric over (distance from its init, noise sigma) (Fig. 6).
 
-Units are drawn in the order the caller gives (model order, input side first); where a
-table has several rows for one point (several seeds), the mean is drawn.
+Units are drawn in the order the caller gives (model order, input side first). The
+heatmap draws the mean where a table has several rows for one point (several seeds);
+the criticality and rewinding figures draw every seed with its interval.
 """
 
 from __future__ import annotations
@@ -87,42 +88,96 @@ def unresolved_units(rows: pd.DataFrame, init: str) -> list[str]:
     return list(dict.fromkeys(chosen["module"]))
 
 
+def criticality_scale(values: np.ndarray) -> np.ndarray:
+    """``log10(1 + criticality)``: the scale the finding uses; 0 stays 0, ``inf`` stays ``inf``."""
+    return np.log10(1.0 + np.asarray(values, dtype=np.float64))
+
+
+def _draw_seed_points(axes, rows: pd.DataFrame, position: dict, offset: float, init: str) -> None:
+    """One point per seed with its evaluation-set interval (``criticality_low/high``);
+    a bound at ``inf`` is drawn to the panel's top with a caret; with several seeds, the
+    mean over seeds (a diamond) with its t-interval across seeds."""
+    from transferlens.analysis.seed_stats import seed_estimate
+
+    seeds = sorted(rows["seed"].unique()) if "seed" in rows.columns else [None]
+    bounds = "criticality_low" in rows.columns
+    for number, seed in enumerate(seeds):
+        one = rows if seed is None else rows[rows["seed"] == seed]
+        one = one[one["module"].isin(position)]
+        x = one["module"].map(position).to_numpy(float) + offset
+        x = x + 0.07 * (number - (len(seeds) - 1) / 2)
+        y = criticality_scale(one["criticality"].to_numpy(float))
+        label = INIT_LABELS[init] if number == 0 else None
+        axes.plot(x, y, "o", markersize=3.5, color=color_of(init), label=label)
+        if not bounds:
+            continue
+        low = criticality_scale(one["criticality_low"].to_numpy(float))
+        high = criticality_scale(one["criticality_high"].to_numpy(float))
+        for xi, lo, hi in zip(x, low, high):
+            if not np.isfinite(lo):
+                continue
+            top = hi if np.isfinite(hi) else axes.get_ylim()[1]
+            axes.plot([xi, xi], [lo, top], color=color_of(init), linewidth=0.9)
+            if not np.isfinite(hi):
+                axes.plot([xi], [top], "^", markersize=4, color=color_of(init))
+    if len(seeds) < 2:
+        return
+    for module, group in rows.groupby("module"):
+        if module not in position:
+            continue
+        estimate = seed_estimate(criticality_scale(group["criticality"].to_numpy(float)))
+        if estimate.arms < 2:
+            continue
+        low, high = estimate.interval()
+        x = position[module] + offset + 0.07 * (len(seeds) + 1) / 2
+        axes.errorbar([x], [estimate.value], yerr=[[estimate.value - low], [high - estimate.value]],
+                      fmt="D", markersize=4, color=color_of(init), mfc="white", capsize=3,
+                      elinewidth=1.4)  # fmt: skip
+
+
 def plot_criticality(
     criticality: pd.DataFrame,
     targets: list[str],
     order: Sequence[str] | None = None,
     stage_of: Mapping[str, str | None] | None = None,
 ) -> Figure:
-    """Module criticality mu_i per unit (in ``order``), P-T vs RI-T, per target (log scale
-    when positive); ``stage_of`` names each unit's stage along the top. A unit the grid
-    did not resolve has no point: a cross in its model's colour at the panel's bottom,
-    and the words "not resolved" in the legend."""
+    """Module criticality per unit (in ``order``), P-T vs RI-T, per target, on the
+    finding's scale ``log10(1 + criticality)``: one point per seed with its 95% bootstrap
+    interval over the training examples searched (``criticality_low/high``; a caret at
+    the top: unbounded above); with several seeds a hollow diamond, the mean over seeds
+    with its 95% t-interval across seeds. ``stage_of`` names each unit's stage along the
+    top. A unit the grid did not resolve has no point: a cross in its model's colour at
+    the panel's bottom, and the words "not resolved" in the legend."""
     shown = shown_targets(criticality, targets)
     rows_all = criticality
     count = rows_all["module"].nunique()
     figure, panels = panel_grid(len(shown), columns=2, width=grid_width(count, 6.0), height=3.4)
     for axes, target in zip(panels, shown):
         rows = rows_all[rows_all["target"] == target]
-        lines = []
-        for init in ("PT", "RIT"):
-            values = rows[rows["init"] == init].groupby("module")["criticality"].mean()
-            values = values.where(~values.index.isin(unresolved_units(rows, init)))
-            if not values.empty:
-                lines.append((INIT_LABELS[init], color_of(init), values))
         modules = ordered_names(rows["module"], order)
         stages = [stage_of.get(m) for m in modules] if stage_of else None
-        ylabel = "criticality (alpha^2 ||delta||^2 / sigma^2)"
-        finite = np.concatenate([v.to_numpy(float) for _, _, v in lines]) if lines else []
-        finite = np.asarray(finite)[np.isfinite(finite)]
-        if finite.size and (finite > 0).all():
-            axes.set_yscale("log")
+        ylabel = "log10(1 + criticality)"
+        finite = criticality_scale(rows["criticality"].to_numpy(float))
+        finite = finite[np.isfinite(finite)]
+        bounded = rows.get("criticality_high", pd.Series(dtype=float)).to_numpy(float)
+        bounded = criticality_scale(bounded[np.isfinite(bounded)])
+        top = max(np.concatenate([finite, bounded, [1.0]]).max() * 1.15, 1.0)
+        axes.set_ylim(-0.05 * top, top)
+        position = {m: i for i, m in enumerate(modules)}
+        for offset, init in ((-0.18, "PT"), (0.18, "RIT")):
+            chosen = rows[rows["init"] == init]
+            if chosen.empty:
+                continue
+            chosen = chosen[~chosen["module"].isin(unresolved_units(rows, init))]
+            _draw_seed_points(axes, chosen, position, offset, init)
         for init in ("PT", "RIT"):
             missing = [modules.index(m) for m in unresolved_units(rows, init) if m in modules]
             if missing:
                 axes.plot(missing, [0.02] * len(missing), linestyle="none", marker="x",
                           color=color_of(init), transform=axes.get_xaxis_transform(),
                           label=f"{INIT_LABELS[init]}: {UNRESOLVED}")  # fmt: skip
-        unit_panel(axes, target, modules, ylabel, lines, stages=stages)
+        unit_panel(axes, target, modules, ylabel, [], stages=stages)
+        axes.set_ylim(-0.05 * top, top)
         if not finite.size:
             axes.text(0.5, 0.5, f"{UNRESOLVED} by the grid", ha="center", va="center",
                       transform=axes.transAxes)  # fmt: skip

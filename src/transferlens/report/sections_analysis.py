@@ -19,9 +19,9 @@ from transferlens.report.figures_analysis import (
     plot_cka_matrices,
     plot_distance_modules,
     plot_distance_stages,
-    plot_interpolation,
     plot_kappa,
 )
+from transferlens.report.figures_interpolation import interpolation_caption, plot_interpolation
 from transferlens.report.formatting import (
     format_bracket,
     format_interval,
@@ -211,8 +211,8 @@ def _fill_cka(ctx: SectionContext, section: Section) -> None:
         ctx.figure(
             plot_cka_matrices(matrix, ctx.targets, order),
             "cka_matrix",
-            "CKA between every layer of the pair's first model (rows) and every layer of its "
-            "second (columns); one row of panels per target.",
+            "CKA between every layer of the pair's first models (rows) and of its second "
+            "(columns), the mean over seed pairs; one row of panels per target.",
         )
     )
 
@@ -288,7 +288,7 @@ def _fill_interpolation(ctx: SectionContext, section: Section) -> None:
             ctx.figure(
                 plot_interpolation(interpolation, barriers, ctx.targets, ctx.tasks),
                 "interpolation",
-                _interpolation_caption(interpolation),
+                interpolation_caption(interpolation),
             )
         )
     else:
@@ -318,22 +318,6 @@ def _fill_interpolation(ctx: SectionContext, section: Section) -> None:
             ["target", "pair", "loss barrier", "metric barrier"],
             rows,
         )
-    )
-
-
-def _interpolation_caption(interpolation: pd.DataFrame) -> str:
-    """Today's caption; with several align settings, how the panels are laid out."""
-    aligned = "align" in interpolation.columns and interpolation["align"].nunique() > 1
-    if not aligned:
-        return (
-            "Along the line between two models: test metric (left, barrier in the legend) "
-            "and test loss (right)."
-        )
-    return (
-        "Along the line between two models (the first seed pair of each pair kind): test "
-        "metric (top row, barrier in the legend) and test loss (bottom row), one column per "
-        "alignment of the second model's units to the first's (as trained, weight "
-        "matching, activation matching); dashed: with REPAIR."
     )
 
 

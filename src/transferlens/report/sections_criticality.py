@@ -4,8 +4,10 @@ averages over, and one unit's picture over (distance, noise) (paper Fig. 6)."""
 
 from __future__ import annotations
 
+import numpy as np
 import pandas as pd
 
+from transferlens.analysis.seed_stats import seed_estimate
 from transferlens.report.blocks import NoteBlock, Section, SectionContext, SectionKind, TableBlock
 from transferlens.report.figures_criticality import (
     UNRESOLVED,
@@ -23,6 +25,29 @@ def _general(value: object) -> str:
     return "n/a" if pd.isna(value) else f"{float(value):.3g}"  # type: ignore[arg-type]
 
 
+def _bound(value: float) -> str:
+    return "inf" if value == float("inf") else _general(value)
+
+
+def criticality_cell(rows: pd.DataFrame) -> str:
+    """One model's (or seeds') criticality of a unit: one seed -> its value with the
+    bootstrap interval over the training examples; several -> each seed's value and the
+    mean over seeds of log10(1 + criticality) with its t-interval across seeds."""
+    values = rows["criticality"].to_numpy(float)
+    if len(rows) == 1:
+        text = _general(values[0])
+        if "criticality_low" in rows.columns and pd.notna(rows["criticality_low"].iloc[0]):
+            low, high = rows["criticality_low"].iloc[0], rows["criticality_high"].iloc[0]
+            text += f" [{_bound(low)}, {_bound(high)}]"
+        return text
+    estimate = seed_estimate(np.log10(1.0 + values))
+    low, high = estimate.interval()
+    seeds = ", ".join(_general(v) for v in values)
+    mean = f"log10(1+mu) {estimate.value:.2f}"
+    spread = f" [{low:.2f}, {high:.2f}]" if np.isfinite(low) else ""
+    return f"{seeds}; {mean}{spread}"
+
+
 def _rows(ctx: SectionContext, criticality: pd.DataFrame) -> list[list[str]]:
     """Per target and unit (model order): rewound metric and criticality of P-T and RI-T."""
     rows = []
@@ -32,6 +57,7 @@ def _rows(ctx: SectionContext, criticality: pd.DataFrame) -> list[list[str]]:
         means = chosen.groupby(["module", "init"], sort=False)[columns].mean()
         if "resolved" in chosen.columns:
             means["resolved"] = chosen.groupby(["module", "init"], sort=False)["resolved"].all()
+        groups = dict(list(chosen.groupby(["module", "init"], sort=False)))
         modules = list(dict.fromkeys(chosen["module"]))
         if ctx.units is not None:
             modules = ctx.units.order(modules)
@@ -42,7 +68,7 @@ def _rows(ctx: SectionContext, criticality: pd.DataFrame) -> list[list[str]]:
                     cells += ["n/a", "n/a"]
                     continue
                 row = means.loc[(module, init)]
-                value = _general(row["criticality"])
+                value = criticality_cell(groups[(module, init)])
                 if not bool(row.get("resolved", True)):
                     value = f"{UNRESOLVED} by the grid"
                 cells += [
@@ -115,14 +141,22 @@ def _add_rewinding(ctx: SectionContext, section: Section, criticality: pd.DataFr
         ctx.figure(
             plot_criticality(criticality, ctx.targets, order, ctx.unit_stages()),
             "criticality",
-            "Criticality per unit (higher = the unit cannot move back or take noise); stages "
-            f"are named along the top where they hold several units; x: {UNRESOLVED} by the "
-            "grid (no number).",
+            "Criticality per unit on the finding's scale log10(1 + criticality) (higher = the "
+            "unit cannot move back or take noise): one point per seed searched, its bar the "
+            "95% bootstrap interval over the training examples (the noise draws fixed; a caret: "
+            "unbounded above, resamples whose minimiser sits on the smallest sigma); with "
+            "several seeds a hollow diamond, the mean over seeds with its 95% t-interval across "
+            "seeds. Stages are named along the top where they hold several units; x: "
+            f"{UNRESOLVED} by the grid (no number).",
         )
     )
     section.blocks.append(
         TableBlock(
-            "Rewound metric and criticality (with its minimising alpha and sigma) per unit.",
+            "Rewound metric and criticality (with its minimising alpha and sigma) per unit; "
+            "one seed: the criticality with its 95% bootstrap interval over the training "
+            "examples in brackets; several seeds: each seed's value, then the mean of "
+            "log10(1 + criticality) over seeds with its 95% t-interval across seeds (alpha, "
+            "sigma: means over seeds).",
             [
                 "target",
                 "module",
@@ -151,6 +185,13 @@ def _fill_criticality(ctx: SectionContext, section: Section) -> None:
         "value (x) and the noise sigma (y, ticked at exactly the noise levels run), along "
         "the direct path and along the training checkpoints; every other unit final."
     )
+    if {"metric_low", "metric_high"} <= set(paths.columns) and paths["metric_low"].notna().any():
+        half = float(((paths["metric_high"] - paths["metric_low"]) / 2).max())
+        caption += (
+            " Each cell's 95% bootstrap interval over the test examples (noise draws fixed) is "
+            f"in criticality_path.csv (metric_low/high, loss_low/high); the widest metric "
+            f"interval is +-{half:.3f} (the metric as a fraction)."
+        )
     figure = plot_unit_paths(paths, ctx.targets, ctx.tasks, unit)
     section.blocks.append(ctx.figure(figure, "criticality_path", caption))
 

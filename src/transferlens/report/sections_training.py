@@ -7,6 +7,7 @@ import pandas as pd
 
 from transferlens.report.blocks import NoteBlock, Section, SectionContext, SectionKind, TableBlock
 from transferlens.report.figures import (
+    INIT_LABELS,
     has_seed_intervals,
     plot_learning_curves,
     plot_pretrain_checkpoints,
@@ -18,6 +19,7 @@ from transferlens.report.formatting import (
     format_metric,
     format_metric_interval,
     format_percent_interval,
+    has_values,
 )
 from transferlens.results import (
     BLOCK_SHUFFLE_GROUP,
@@ -28,6 +30,16 @@ from transferlens.results import (
 )
 
 SEED_INTERVAL = "95% t-interval of the mean across seeds"
+RUN_INTERVALS = (
+    "final: 95% bootstrap over the test examples; speed: 95% bootstrap over the train-eval "
+    "examples, one resample for every epoch"
+)
+RUN_INTERVAL_COLUMNS = (
+    "final_test_metric_low",
+    "final_test_metric_high",
+    "optimization_speed_low",
+    "optimization_speed_high",
+)
 GAP_INTERVAL = (
     "the relative gap's 95% interval is the delete-one-run jackknife over the runs of both arms"
 )
@@ -121,6 +133,48 @@ def _fill_training(ctx: SectionContext, section: Section) -> None:
             rows,
         )
     )
+    if has_run_intervals(main):
+        section.blocks.append(
+            TableBlock(
+                f"Each run's final test metric and optimisation speed [{RUN_INTERVALS}; "
+                "results/runs.csv].",
+                ["target", "init", "seed", "final test", "optimisation speed"],
+                run_interval_rows(main, ctx.targets, ctx.tasks),
+            )
+        )
+
+
+def has_run_intervals(runs: pd.DataFrame | None) -> bool:
+    """Does runs.csv carry the runs' own intervals (absent from older study folders)?"""
+    return has_values(runs, *RUN_INTERVAL_COLUMNS)
+
+
+def run_interval_rows(
+    main: pd.DataFrame, targets: list[str], tasks: dict[str, str]
+) -> list[list[str]]:
+    """One row per main run: target, P-T or RI-T, seed, final test metric and optimisation
+    speed, each with its interval from runs.csv (the value alone where it has none)."""
+    rows = []
+    for target in targets:
+        task = tasks[target]
+        runs = main[main["target"] == target].sort_values(["init", "seed"])
+        for run in runs.itertuples(index=False):
+            rows.append(
+                [
+                    target,
+                    INIT_LABELS.get(run.init, str(run.init)),
+                    str(run.seed),
+                    format_metric_interval(
+                        run.final_test_metric, run.final_test_metric_low,
+                        run.final_test_metric_high, task,
+                    ),
+                    format_metric_interval(
+                        run.optimization_speed, run.optimization_speed_low,
+                        run.optimization_speed_high, task,
+                    ),
+                ]
+            )  # fmt: skip
+    return rows
 
 
 def _interval(row: pd.Series, column: str) -> tuple[object, object, object]:
@@ -156,7 +210,8 @@ def _reuse_rows(reuse: pd.DataFrame, targets: list[str], tasks: dict[str, str]) 
 
 def reuse_seed_runs(runs: pd.DataFrame | None) -> pd.DataFrame | None:
     """The finished runs reuse.csv averages, one row per seed (target, init, block_size,
-    final_test_metric, optimization_speed), for the figure's dots: the block-shuffle
+    final_test_metric, optimization_speed and, where runs.csv has them, their intervals
+    ``<column>_low/_high``), for the figure's dots: the block-shuffle
     sweep's runs of runs.csv, or its main runs in a study without a sweep (the rule of
     :func:`transferlens.analysis.feature_reuse`). None for a runs table without the
     runner's ``groups`` column (a hand-made table: no dots)."""
@@ -168,6 +223,8 @@ def reuse_seed_runs(runs: pd.DataFrame | None) -> pd.DataFrame | None:
     chosen = chosen[(chosen["kind"] == "target") & chosen["init"].isin(INITS)]
     chosen = chosen[pd.to_numeric(chosen["final_test_metric"], errors="coerce").notna()]
     columns = ["target", "init", "block_size", "final_test_metric", "optimization_speed"]
+    if has_run_intervals(chosen):  # each dot's own interval (the figure's thin bars)
+        columns += list(RUN_INTERVAL_COLUMNS)
     return chosen[columns]
 
 
@@ -182,6 +239,11 @@ def _fill_reuse(ctx: SectionContext, section: Section) -> None:
         else "Error bars span the seeds when there are several."
     )
     dots = " Dots: each seed's run (runs.csv)." if seeds is not None and not seeds.empty else ""
+    if dots and has_run_intervals(seeds):
+        dots = (
+            " Dots: each seed's run (runs.csv), with a thin bar for its own interval "
+            f"({RUN_INTERVALS})."
+        )
     caption = (
         "Left: final test metric of P-T and RI-T per block size, the relative gap printed over "
         f"each pair. Right: optimisation speed. {bars}{dots}"

@@ -11,20 +11,12 @@ from __future__ import annotations
 from collections import Counter
 from pathlib import Path
 
+from transferlens.results import table_path
+from transferlens.study.analyses.registry import ANALYSES
 from transferlens.study.plan import GROUPS, Plan, RunMeta
 from transferlens.study.store import STATES, StudyStore
 from transferlens.train import run_dir as run_folder
 from transferlens.train.environment import Environment
-
-ANALYSIS_TABLES = {
-    "reuse": ("reuse.csv",),
-    "mistakes": ("mistakes.csv", "mistakes_pairs.csv"),
-    "cka": ("cka.csv", "cka_pairs.csv"),
-    "distance": ("distance.csv", "distance_pairs.csv"),
-    "interpolation": ("interpolation.csv", "barriers.csv", "barriers_pairs.csv"),
-    "criticality": ("criticality.csv", "rewinding.csv"),
-    "pretrain_checkpoints": ("pretrain_checkpoints.csv",),
-}
 
 
 def _arm(meta: RunMeta) -> str:
@@ -155,8 +147,8 @@ def _analyses_lines(store: StudyStore, requested: list[str]) -> list[str]:
     present = []
     missing = []
     for name in requested:
-        tables = ANALYSIS_TABLES.get(name, (f"{name}.csv",))
-        if all((store.results_dir / table).is_file() for table in tables):
+        tables = ANALYSES[name].tables if name in ANALYSES else (name,)
+        if all(table_path(store.results_dir, table).is_file() for table in tables):
             present.append(name)
         else:
             missing.append(name)

@@ -14,6 +14,14 @@ training continues from it. All randomness of epoch k is a pure function of
 (on CPU, with the same thread count) to one that was never interrupted.
 ``complete.json`` is written last.
 
+Intervals over the examples (:mod:`transferlens.train.intervals`): the final epoch's
+test evaluation and every trained epoch's train-eval evaluation keep each example's
+outcome. Rank 0 writes, before the epoch's record (so a record on disk implies them),
+the final test metric of each bootstrap resample and, for the speed, either each
+example's term added to the running sums (a metric that is a mean over examples:
+accuracy; bootstrapped once at the end) or, for ROC-AUC, the epoch's replicates.
+Nothing of the training (weights, random streams, logged numbers) changes.
+
 ``environment.json`` records the threads, device and torch version the epochs ran
 with (:mod:`transferlens.train.environment`); a resume under another thread count is
 refused. ``keep_epochs`` (a study's checkpoint pruning) deletes, after each saved
@@ -65,6 +73,17 @@ from transferlens.train.environment import (
     record_environment,
 )
 from transferlens.train.init import initial_model
+from transferlens.train.intervals import (
+    TEST,
+    TRAIN_EVAL,
+    added_sums,
+    metric_replicates,
+    prune_sums,
+    read_sums,
+    run_intervals,
+    save_replicates,
+    save_sums,
+)
 from transferlens.train.loaders import Loaders, build_loaders
 from transferlens.train.mixup import mixup
 from transferlens.train.optim import (
@@ -137,6 +156,13 @@ class _Run:
         )
         self.task = self.loaders.splits.task
         self.num_classes = self.loaders.splits.num_classes
+        self.replicates: dict[str, np.ndarray] = {}  # of the epoch last evaluated (rank 0)
+        # Rank 0: the train-eval terms summed over the epochs evaluated so far (None
+        # before the first); ``sums_kept`` is False when a resumed epoch has none.
+        self.sums: np.ndarray | None = None
+        self.new_sums: np.ndarray | None = None  # through the epoch last evaluated
+        self.sums_kept = True
+        self.resume_point = 0  # the epoch the resume state names: its sums are kept
 
     def build(self, resume: ResumeState | None) -> None:
         """Model and optimiser at the start epoch (the init, or the resumed checkpoint)."""
@@ -154,6 +180,10 @@ class _Run:
         )
         if resume is not None:
             resume.apply(self.optimizer)
+            self.resume_point = resume.epoch
+            if resume.epoch >= 1 and self.context.is_main:
+                self.sums = read_sums(self.run_dir, resume.epoch)
+                self.sums_kept = self.sums is not None
         self.model: nn.Module = model
         if self.context.distributed:
             device_ids = [self.device.index] if self.device.type == "cuda" else None
@@ -222,10 +252,18 @@ class _Run:
         return float(totals[0].item()) / max(images_total, 1), images_total, seconds
 
     def evaluate_epoch(self, epoch: int) -> dict[str, Any]:
-        """Test metrics and (``train_eval``) train metrics in evaluation mode."""
+        """Test metrics and (``train_eval``) train metrics in evaluation mode; keeps, for
+        :meth:`save`, the final test metric's bootstrap replicates (``self.replicates``)
+        and each trained epoch's train-eval terms added to the running sums
+        (``self.new_sums``), or its replicates when the metric has no such terms."""
         start = time.perf_counter()
         model = unwrap(self.model)
-        test = evaluate(model, self.loaders.test, self.task, self.device, self.amp)
+        # Every process asks alike: keeping the examples gathers them (a collective).
+        keep_test, keep_train = epoch == self.spec.epochs, epoch >= 1
+        test = evaluate(
+            model, self.loaders.test, self.task, self.device, self.amp, keep_examples=keep_test
+        )
+        outcomes = {TEST: test.examples}
         record: dict[str, Any] = {
             "epoch": epoch,
             "test_loss": test.loss,
@@ -234,15 +272,40 @@ class _Run:
             "train_metric": None,
         }
         if self.loaders.train_eval is not None:
-            train = evaluate(model, self.loaders.train_eval, self.task, self.device, self.amp)
+            train = evaluate(
+                model,
+                self.loaders.train_eval,
+                self.task,
+                self.device,
+                self.amp,
+                keep_examples=keep_train,
+            )
             record.update(train_loss=train.loss, train_metric=train.metric)
+            outcomes[TRAIN_EVAL] = train.examples
         record["eval_seconds"] = time.perf_counter() - start
+        # After the clock: eval_seconds stays the evaluations' time.
+        self.replicates, self.new_sums = {}, None
+        if self.context.is_main:
+            for split, examples in outcomes.items():
+                if examples is None or examples.n == 0:
+                    continue
+                sums = None
+                if split == TRAIN_EVAL and self.sums_kept:
+                    sums = added_sums(self.sums, examples)
+                if sums is not None:
+                    self.new_sums = sums
+                else:
+                    self.replicates[split] = metric_replicates(examples)
         return record
 
     def save(self, epoch: int, record: dict[str, Any]) -> None:
         """Append the record; at saved epochs, write the checkpoint and then the resume state."""
         if not self.context.is_main:
             return
+        for split, values in self.replicates.items():  # before the record that implies them
+            save_replicates(self.run_dir, split, epoch, values)
+        if self.new_sums is not None:
+            save_sums(self.run_dir, epoch, self.new_sums)
         append_jsonl(self.run_dir / METRICS_FILE, record)
         spec = self.spec
         if epoch == 0 or epoch == spec.epochs or epoch % spec.checkpoint_every == 0:
@@ -255,8 +318,13 @@ class _Run:
                 model_kwargs=spec.model_kwargs,
             )
             save_resume_state(self.run_dir, epoch, self.optimizer)
+            self.resume_point = epoch
             if self.keep_epochs is not None:  # after the resume state: it names this epoch
                 prune_checkpoints(self.run_dir, self.keep_epochs | {epoch})
+        if self.new_sums is not None:
+            self.sums = self.new_sums
+            # After the resume state: a restart needs the sums of the epoch it names.
+            prune_sums(self.run_dir, {epoch, self.resume_point})
 
     def report(self, record: dict[str, Any]) -> None:
         if self.progress:
@@ -355,6 +423,7 @@ def train(
         amp=run.amp,
         world_size=context.world_size,
         resumed_from=None if resume is None else resume.epoch,
+        intervals=run_intervals(run_dir, spec.epochs, range(1, spec.epochs + 1)),
     )
     if context.is_main:
         atomic_write_json(run_dir / COMPLETE_FILE, summary.to_json())

@@ -7,6 +7,10 @@ Layout (docs/architecture.md, "run folders")::
     <run>/checkpoints/epoch_{k:04d}.safetensors model state dict after k epochs
     <run>/resume.safetensors                   optimiser + RNG state of the last saved epoch
     <run>/environment.json                     threads, device, torch version of its epochs
+    <run>/bootstrap/{test,train_eval}_{k:04d}.npy  the metric of epoch k on each bootstrap
+                                               resample of the examples (train/intervals.py)
+    <run>/bootstrap/train_eval_sums_{k:04d}.npy    accuracy-like metrics: each train-eval
+                                               example's term summed over epochs 1..k
     <run>/complete.json                        written last: the run summary
 
 A study that prunes checkpoints (``keep_checkpoints: needed``) leaves only the epochs
@@ -50,6 +54,7 @@ RUN_FILE = "run.json"
 ERROR_FILE = "error.json"
 TRACEBACK_FILE = "traceback.txt"
 TORCHRUN_LOG = "torchrun.log"
+BOOTSTRAP_DIR = "bootstrap"
 
 EpochRef = int | Literal["final", "best"]
 
@@ -76,6 +81,19 @@ def read_complete(run_dir: Path) -> dict[str, Any] | None:
 def is_complete(run_dir: str | os.PathLike) -> bool:
     """Whether the run folder holds its completion marker (written last)."""
     return (Path(run_dir) / COMPLETE_FILE).is_file()
+
+
+def replicates_path(run_dir: str | os.PathLike, split: str, epoch: int) -> Path:
+    """``<run>/bootstrap/<split>_<epoch:04d>.npy``: epoch ``epoch``'s metric on ``split``
+    (``test`` or ``train_eval``) for each bootstrap resample of its examples."""
+    return Path(run_dir) / BOOTSTRAP_DIR / f"{split}_{int(epoch):04d}.npy"
+
+
+def example_sums_path(run_dir: str | os.PathLike, epoch: int) -> Path:
+    """``<run>/bootstrap/train_eval_sums_<epoch:04d>.npy``: each train-eval example's
+    metric term summed over epochs 1..``epoch`` (the speed interval of a metric that is
+    a mean over examples, :mod:`transferlens.train.intervals`)."""
+    return Path(run_dir) / BOOTSTRAP_DIR / f"train_eval_sums_{int(epoch):04d}.npy"
 
 
 def read_metrics(run_dir: str | os.PathLike) -> list[dict[str, Any]]:

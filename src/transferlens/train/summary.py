@@ -10,11 +10,17 @@
   None when the run did not evaluate its training split (``train_eval: false``).
 * ``train_seconds`` (sum of the epochs' training time, across resumptions),
   ``eval_seconds``, ``images_per_second`` = images trained / train_seconds.
+* ``final_test_metric_low/high``, ``optimization_speed_low/high``: 95% bootstrap
+  intervals over the test examples and over the train-eval subset
+  (:mod:`transferlens.train.intervals`, which also says why ``best_test_metric`` has
+  none); None when the run kept no replicates (trained before they existed) or has no
+  speed. A complete.json written before these fields reads back with None.
 """
 
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 from typing import Any
@@ -44,6 +50,10 @@ class RunSummary:
     amp: bool
     world_size: int
     resumed_from: int | None = None
+    final_test_metric_low: float | None = None
+    final_test_metric_high: float | None = None
+    optimization_speed_low: float | None = None
+    optimization_speed_high: float | None = None
     already_complete: bool = False
 
     def to_json(self) -> dict[str, Any]:
@@ -75,14 +85,21 @@ def summarise(
     amp: bool,
     world_size: int,
     resumed_from: int | None,
+    intervals: Mapping[str, float | None] | None = None,
 ) -> RunSummary:
-    """Build the summary from the records of epochs 0..E (see the module docstring)."""
+    """Build the summary from the records of epochs 0..E (see the module docstring);
+    ``intervals``: :func:`transferlens.train.intervals.run_intervals` (None: no intervals)."""
     final = metrics[-1]
     by_epoch = {int(record["epoch"]): record for record in metrics}
     best = best_epoch(metrics)
     trained = [record for record in metrics if record["epoch"] >= 1]
     train_seconds = sum(record["seconds"] for record in trained)
     images = sum(record["images"] for record in trained)
+    speed = _mean([record.get("train_metric") for record in trained])
+    bounds = dict(intervals or {})
+    if speed is None:  # no speed, no interval for it
+        bounds.pop("optimization_speed_low", None)
+        bounds.pop("optimization_speed_high", None)
     return RunSummary(
         run_dir=str(run_dir),
         epochs=int(final["epoch"]),
@@ -92,7 +109,7 @@ def summarise(
         best_test_metric=by_epoch[best]["test_metric"] if best is not None else math.nan,
         best_epoch=best if best is not None else int(final["epoch"]),
         best_saved_epoch=best_epoch(metrics, among=saved),
-        optimization_speed=_mean([record.get("train_metric") for record in trained]),
+        optimization_speed=speed,
         train_seconds=train_seconds,
         eval_seconds=sum(record["eval_seconds"] for record in metrics),
         images_per_second=images / train_seconds if train_seconds > 0 else math.nan,
@@ -102,4 +119,8 @@ def summarise(
         amp=amp,
         world_size=world_size,
         resumed_from=resumed_from,
+        final_test_metric_low=bounds.get("final_test_metric_low"),
+        final_test_metric_high=bounds.get("final_test_metric_high"),
+        optimization_speed_low=bounds.get("optimization_speed_low"),
+        optimization_speed_high=bounds.get("optimization_speed_high"),
     )

@@ -77,6 +77,17 @@ class StudyContext:
             (entry.pt if meta.init == "PT" else entry.rit)[meta.seed] = run
         return found
 
+    def model_runs(self) -> list[str]:
+        """The run ids of every model the analyses can load: P and the complete main runs."""
+        ids = [
+            run.run_id
+            for entry in self.targets.values()
+            for run in (*entry.pt.values(), *entry.rit.values())
+        ]
+        if self.source is not None:
+            ids.append(self.source.run_id)
+        return sorted(ids)
+
     @cached_property
     def module_map(self) -> ModuleMap | None:
         """The module map of the study's architecture (every model of a study shares it),

@@ -14,6 +14,8 @@ from transferlens.study.analyses.context import StudyContext, concat
 from transferlens.study.analyses.settings import CriticalitySettings
 
 REWIND_INTERVAL = ["rewind_metric_low", "rewind_metric_high"]
+# Added by issue 16 after the table's earlier columns (existing columns keep their places).
+CRITICALITY_INTERVAL = ["criticality_low", "criticality_high"]
 
 
 def analyse_criticality(
@@ -25,8 +27,11 @@ def analyse_criticality(
     module 3/6 conv1`` and ``real PT conv1 path 1/2 direct (...)`` as each step begins.
 
     criticality.csv: ``target, init, module, rewind_metric, criticality, alpha, sigma,
-    resolved, rewind_metric_low, rewind_metric_high, epsilon, seed`` (``epsilon``: the
-    loss bound used); rewinding.csv: ``target, init, seed, module, rewind_metric,
+    resolved, rewind_metric_low, rewind_metric_high, epsilon, seed, criticality_low,
+    criticality_high`` (``epsilon``: the loss bound used; ``criticality_low/high``: the
+    bootstrap interval over the training examples searched, ``n_bootstrap`` resamples);
+    criticality_path.csv adds ``loss_low, loss_high, metric_low, metric_high`` (over the
+    test examples); rewinding.csv: ``target, init, seed, module, rewind_metric,
     rewind_metric_low, rewind_metric_high`` for every complete main run.
     """
     from transferlens.analysis import path_grid
@@ -60,7 +65,9 @@ def analyse_criticality(
                 table, epsilon = _criticality(final, start, train_loader, test_loader, task,
                                               settings, context, step, measured)  # fmt: skip
                 table = table.join(rewound.set_index("module")[REWIND_INTERVAL], on="module")
-                tables.append(table.assign(epsilon=epsilon, target=target, init=init, seed=seed))
+                table = table.assign(epsilon=epsilon, target=target, init=init, seed=seed)
+                tables.append(table[[c for c in table.columns if c not in CRITICALITY_INTERVAL]
+                                    + CRITICALITY_INTERVAL])  # fmt: skip
                 if seed != first:
                     continue
                 epochs = available_epochs(context.store.run_dir(run.run_id))
@@ -69,6 +76,7 @@ def analyse_criticality(
                     final, checkpoints, test_loader, task, module=settings.path_module,
                     modules=context.module_map, n_points=settings.path_points,
                     sigmas=list(settings.path_sigmas), progress=step,
+                    n_bootstrap=settings.n_bootstrap,
                 ).to_frame()  # fmt: skip
                 paths.append(grid.assign(target=target, init=init))
     rewinding_table = concat(rewinds)
@@ -97,7 +105,7 @@ def _criticality(final, start, train_loader, test_loader, task, settings, contex
         final, start, train_loader, task, alphas=alphas, sigmas=sigmas,
         n_noise=settings.n_noise, definition=settings.definition, epsilon=settings.epsilon,
         tolerance=settings.tolerance, metric_loader=test_loader, modules=context.module_map,
-        progress=step, rewind_metrics=rewound,
+        progress=step, rewind_metrics=rewound, n_bootstrap=settings.n_bootstrap,
     )  # fmt: skip
     return result.to_frame(), result.epsilon
 

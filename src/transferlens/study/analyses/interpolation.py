@@ -8,7 +8,10 @@ training data) and the curve between them is evaluated; with ``repair: true`` ev
 aligned setting also gets a REPAIRed curve (same alignment). Tables:
 
 * ``interpolation``: the curve of each pair kind's first seed pair (the paper draws
-  one), per align / repair;
+  one), per align / repair, with each point's interval over the test set
+  (``loss_low/high``, ``metric_low/high``: the barriers' resamples);
+* ``interpolation_pairs``: every seed pair's curve with those intervals
+  (:data:`CURVE_PAIRS_COLUMNS`);
 * ``barriers_pairs``: each seed pair's barriers with their interval over the test set;
 * ``barriers``: per target, pair kind, align, repair: the mean over seed pairs, the
   test-set interval of that mean (the same resamples for every seed pair, averaged),
@@ -20,6 +23,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable
+from typing import TYPE_CHECKING
 
 import numpy as np
 import pandas as pd
@@ -29,8 +33,16 @@ from torch import nn
 from transferlens.study.analyses.context import StudyContext, concat, model_pairs
 from transferlens.study.analyses.settings import InterpolationSettings
 
+if TYPE_CHECKING:
+    from transferlens.analysis.interpolation import InterpolationResult
+
 PAIR_KINDS = ("PT-PT", "PT-RIT", "RIT-RIT")
 BARRIERS = ("loss_barrier", "metric_barrier")
+CURVE_INTERVALS = ("loss_low", "loss_high", "metric_low", "metric_high")
+CURVE_PAIRS_COLUMNS = (
+    "target", "pair", "align", "repair", "first_seed", "second_seed", "lam", "loss", "metric",
+    *CURVE_INTERVALS,
+)  # fmt: skip
 SEED = 0  # the bootstrap's seed: every seed pair of a target draws the same resamples
 
 
@@ -63,8 +75,8 @@ def analyse_interpolation(
     settings: InterpolationSettings,
     progress: Callable[[str], None] | None = None,
 ) -> dict[str, pd.DataFrame]:
-    """``interpolation``, ``barriers`` and ``barriers_pairs`` (module docstring);
-    ``progress`` hears ``real: pair 2/3 PT-RIT``."""
+    """``interpolation``, ``interpolation_pairs``, ``barriers`` and ``barriers_pairs``
+    (module docstring); ``progress`` hears ``real: pair 2/3 PT-RIT``."""
     from transferlens.analysis import barrier, interpolation_curve, lambda_grid
     from transferlens.analysis.barrier_stats import barrier_replicates
     from transferlens.analysis.checks import check_ordered_loader
@@ -72,7 +84,7 @@ def analyse_interpolation(
     from transferlens.analysis.stats import resample_indices
 
     chosen = curve_settings(settings)
-    curves, pair_rows, summaries = [], [], []
+    curves, curve_pairs, pair_rows, summaries = [], [], [], []
     for target, entry in context.targets.items():
         loader = context.test_loader(target, settings.max_examples)
         train_loader = context.train_eval_loader(target)
@@ -127,12 +139,18 @@ def analyse_interpolation(
                             "metric_barrier_high": metric_high,
                         }
                     )
+                    curve = with_curve_intervals(result, indices).assign(
+                        target=target,
+                        pair=name,
+                        align=method,
+                        repair=repaired,
+                        first_seed=_seed(first),
+                        second_seed=_seed(second),
+                    )
+                    curve_pairs.append(curve[list(CURVE_PAIRS_COLUMNS)])
                     if index == 0:  # the first seed pair: one curve per pair, as in the paper
-                        curves.append(
-                            result.to_frame().assign(
-                                target=target, pair=name, align=method, repair=repaired
-                            )
-                        )
+                        columns = ["lam", "loss", "metric", "target", "pair", "align", "repair"]
+                        curves.append(curve[[*columns, *CURVE_INTERVALS]])
             for (method, repaired), kept in replicates.items():
                 mean = np.mean(kept, axis=0)
                 (loss_low, metric_low), (loss_high, metric_high) = _interval(mean)
@@ -151,9 +169,26 @@ def analyse_interpolation(
     barriers_pairs = pd.DataFrame(pair_rows)
     return {
         "interpolation": concat(curves),
+        "interpolation_pairs": concat(curve_pairs),
         "barriers": _barriers(barriers_pairs, pd.DataFrame(summaries)),
         "barriers_pairs": barriers_pairs,
     }
+
+
+def with_curve_intervals(result: InterpolationResult, indices: np.ndarray) -> pd.DataFrame:
+    """``result.to_frame()`` (lam, loss, metric) with each point's percentile interval
+    over the resamples ``indices`` (:data:`CURVE_INTERVALS`; NaN without resamples, and
+    for a multilabel metric)."""
+    from transferlens.analysis.barrier_stats import curve_replicates
+    from transferlens.analysis.stats import percentile_interval
+
+    frame = result.to_frame()
+    if indices.shape[0] == 0:
+        return frame.assign(**{column: math.nan for column in CURVE_INTERVALS})
+    low, high = percentile_interval(curve_replicates(result, indices))
+    return frame.assign(
+        loss_low=low[:, 0], loss_high=high[:, 0], metric_low=low[:, 1], metric_high=high[:, 1]
+    )
 
 
 def _interval(replicates: np.ndarray) -> tuple:

@@ -46,40 +46,55 @@ class Analysis:
     adapter: Adapter
     title: str
     reads_runs_table: bool = False  # computed from runs.csv alone, no model is loaded
+    # Tables every run of it writes (others depend on its settings): a folder written by
+    # an earlier version that lacks one is recomputed, and `status` names it as missing.
+    tables: tuple[str, ...] = ()
 
 
 ANALYSES: dict[str, Analysis] = {
     "reuse": Analysis(
-        ReuseSettings, analyse_reuse, "feature reuse table from runs.csv (analysis 1)", True
+        ReuseSettings,
+        analyse_reuse,
+        "feature reuse table from runs.csv (analysis 1)",
+        True,
+        ("reuse",),
     ),
     "pretrain_checkpoints": Analysis(
         PretrainCheckpointsSettings,
         analyse_pretrain_checkpoints,
         "which pre-training checkpoint, from runs.csv (analysis 7)",
         True,
+        ("pretrain_checkpoints",),
     ),
     "mistakes": Analysis(
         MistakesSettings,
         analyse_mistakes,
         "common and uncommon mistakes of pairs of models (analysis 2)",
+        tables=("mistakes", "mistakes_pairs"),
     ),
     "cka": Analysis(
-        CkaSettings, analyse_cka, "CKA between the same layers of pairs of models (analysis 3)"
+        CkaSettings,
+        analyse_cka,
+        "CKA between the same layers of pairs of models (analysis 3)",
+        tables=("cka", "cka_pairs"),
     ),
     "distance": Analysis(
         DistanceSettings,
         analyse_distance,
         "l2 distance between two models, whole and per module (analysis 4)",
+        tables=("distance", "distance_pairs"),
     ),
     "interpolation": Analysis(
         InterpolationSettings,
         analyse_interpolation,
         "loss and metric on the line between two models, and the barrier (5)",
+        tables=("interpolation", "interpolation_pairs", "barriers", "barriers_pairs"),
     ),
     "criticality": Analysis(
         CriticalitySettings,
         analyse_criticality,
         "module criticality and rewinding of one run (analysis 6)",
+        tables=("criticality", "rewinding"),
     ),
 }
 ANALYSIS_NAMES = tuple(ANALYSES)

@@ -7,8 +7,9 @@ each writing its tables atomically under ``<study>/results/``. Before them,
 :attr:`StudyContext.module_map`) once a main run is complete; the test images the
 mistakes gallery shows are exported last, after ``findings.csv`` (the findings decided
 from the tables). An analysis whose inputs (its settings
-and the complete runs) have not changed since its tables were written is skipped
-(``results/analyses_manifest.json``), so a re-run is cheap.
+and the complete runs it reads) have not changed since its tables were written is skipped
+(``results/analyses_manifest.json``; the runs an analysis of models reads are P and the
+main runs), so a re-run is cheap.
 
 Progress: ``progress(line)`` hears each analysis start and end (``[analysis 7/7]
 criticality ...``); ``step(line)`` hears where a long one is (``[analysis 7/7]
@@ -75,8 +76,16 @@ def settings_payload(settings: AnalysisSettings) -> dict[str, Any]:
 
 
 def fingerprint(context: StudyContext, name: str, settings: AnalysisSettings) -> str:
-    """Hash of what an analysis reads: its settings and the finished runs it can see."""
-    runs = sorted(run.run_id for run in context.plan if context.store.is_complete(run.run_id))
+    """Hash of what an analysis reads: its settings and the finished runs it reads.
+
+    An analysis of ``runs.csv`` reads every complete run; one that loads models reads P
+    and the main runs only (:meth:`StudyContext.model_runs`), so a sweep run finishing
+    later (block shuffling, pre-training checkpoints) does not recompute it.
+    """
+    if ANALYSES[name].reads_runs_table:
+        runs = sorted(run.run_id for run in context.plan if context.store.is_complete(run.run_id))
+    else:
+        runs = context.model_runs()
     payload = json.dumps(
         {"name": name, "settings": settings_payload(settings), "runs": runs}, sort_keys=True
     )
@@ -124,7 +133,10 @@ def run_analyses(
     for number, (name, settings) in enumerate(requested, 1):
         stamp = fingerprint(context, name, settings)
         done = manifest.get(name, {})
-        written = [table_path(results_dir, table) for table in done.get("tables", [])]
+        # What it wrote last time, and every table this version writes (an older version
+        # may have written fewer: then it is recomputed once).
+        expected = set(done.get("tables", [])) | set(ANALYSES[name].tables)
+        written = [table_path(results_dir, table) for table in sorted(expected)]
         if done.get("fingerprint") == stamp and all(path.exists() for path in written):
             continue
         prefix = f"[analysis {number}/{len(requested)}] {name}"

@@ -119,9 +119,16 @@ class CriticalitySettings(AnalysisSettings):
     alphas: int = Field(default=11, ge=2, description="rewinding steps from init (0) to final (1)")
     sigmas: int = Field(default=11, ge=2, description="noise scales (grid points)")
     seeds: Literal["first", "all"] = Field(
-        default="first", description="seeds whose criticality is searched (rewinding: all)"
+        default="all",
+        description="seeds whose criticality is searched (all: the finding is tested across "
+        "seeds; first: the paper's one model per arm, at 1/n of the cost; rewinding: all)",
     )
-    n_bootstrap: int = Field(default=1000, ge=0, description="bootstrap resamples of rewinding")
+    n_bootstrap: int = Field(
+        default=1000,
+        ge=0,
+        description="bootstrap resamples over the examples: rewinding, criticality (exact, "
+        "from the search's per-example losses) and the paths; 0 = no intervals",
+    )
     max_examples: int | None = Field(default=1024, ge=1, description="training examples used")
     path_points: int = Field(default=6, ge=2, description="points along each path of the unit")
     path_sigmas: list[float] = Field(default=[0.0, 0.05, 0.1, 0.2], min_length=1)
