@@ -183,6 +183,22 @@ def test_difference_without_spread_in_one_arm() -> None:
     assert effect.value == pytest.approx(0.35) and not effect.has_spread
 
 
+def test_difference_against_an_arm_of_equal_values_keeps_the_other_arms_df() -> None:
+    """Three P-T seeds with a criticality of exactly 0 and two RI-T seeds (PACS' art_painting):
+    the Welch df is the RI-T arm's, 1 -- in float arithmetic it came out 0.9999999999999998,
+    which read as "no spread" and left the part without an interval."""
+    rit, pt = seed_estimate([1.725751126005038, 1.717425344004854]), seed_estimate([0.0] * 3)
+    effect = difference(rit, pt)
+    assert effect.df == 1 and effect.se == rit.se and effect.has_spread
+    low, high = effect.interval()
+    half = stats.t.ppf(0.975, 1) * rit.se
+    assert (low, high) == pytest.approx((rit.value - half, rit.value + half), rel=1e-12)
+    # The clamp never moves a df that is in range (scipy's Welch df above).
+    a, b = seed_estimate([0.80, 0.82, 0.79]), seed_estimate([0.55, 0.61, 0.50, 0.58, 0.57])
+    welch = stats.ttest_ind([0.80, 0.82, 0.79], [0.55, 0.61, 0.50, 0.58, 0.57], equal_var=False)
+    assert difference(a, b).df == pytest.approx(welch.df, rel=1e-12)
+
+
 # --- the verdict and the power estimate ---------------------------------------------------------
 
 

@@ -150,6 +150,10 @@ def difference(a: SeedEstimate, b: SeedEstimate) -> SeedEstimate:
     if variance == 0.0:
         return SeedEstimate(value, 0.0, min(a.df, b.df), arms)
     df = variance**2 / (a.se**4 / a.df + b.se**4 / b.df)
+    # Welch-Satterthwaite df lies in [min(df_a, df_b), df_a + df_b]; clamped so that
+    # rounding cannot push it out (one arm without spread: exactly the other's df, not
+    # 0.9999999999999998, which would read as "no spread").
+    df = min(max(df, min(a.df, b.df)), a.df + b.df)
     return SeedEstimate(value, math.sqrt(variance), df, arms)
 
 
