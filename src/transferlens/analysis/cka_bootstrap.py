@@ -15,6 +15,8 @@ matrices) draws the same ones. No forward pass is repeated. Fewer than 2 batches
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import numpy as np
 
 from transferlens.analysis.cka_estimators import MinibatchCKA, cka_from_hsic
@@ -39,13 +41,14 @@ def cka_replicates(
     counts = index_counts(np.asarray(indices), n_batches).astype(np.float64)
     sums = (counts @ batch_hsic.reshape(n_batches, -1)).reshape(-1, size, size)
     combos = cka_from_hsic(sums)[:, select[..., 0], select[..., 1]]
-    return combos, _pair_means(combos, pair_of, n_pairs)
+    return combos, pair_means(combos, pair_of, n_pairs)
 
 
-def _pair_means(values: np.ndarray, pair_of: list[int], n_pairs: int) -> np.ndarray:
-    # Mean over the combinations sharing a pair name: [r, C, cells] -> [r, P, cells].
+def pair_means(values: np.ndarray, pair_of: Sequence[int], n_pairs: int) -> np.ndarray:
+    """Each pair name's mean over its combinations: ``[r, C, *cells] -> [r, n_pairs, *cells]``
+    (``pair_of[c]``: the pair name of combination ``c``)."""
     weights = np.zeros((n_pairs, len(pair_of)))
-    weights[pair_of, np.arange(len(pair_of))] = 1.0
+    weights[list(pair_of), np.arange(len(pair_of))] = 1.0
     weights /= weights.sum(axis=1, keepdims=True)
     return np.einsum("pc,rc...->rp...", weights, values)
 
@@ -65,7 +68,7 @@ def estimate(
     ``pair_values/pair_low/pair_high`` ``[n_pairs, *cells]`` (module docstring)."""
     hsic = accumulator.hsic_sum.cpu().numpy()[None]
     values = cka_from_hsic(hsic)[:, select[..., 0], select[..., 1]]
-    pair_values = _pair_means(values, pair_of, n_pairs)
+    pair_values = pair_means(values, pair_of, n_pairs)
     n_batches = accumulator.n_batches
     if n_bootstrap == 0 or n_batches < 2:
         no_combo, no_pair = np.full_like(values[0], np.nan), np.full_like(pair_values[0], np.nan)

@@ -37,6 +37,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from transferlens.analysis.cka_bootstrap import pair_means
 from transferlens.analysis.cka_kernels import _ieee_float32_products, upper_flat_index
 
 # Separates the permutations' random stream from the bootstrap's (same user seed).
@@ -112,11 +113,8 @@ def _p_values(
             _add_products(null[start : start + len(chunk)], permuted, groups, weight)
     cka_observed = _cka(observed[None], observed, select)[0]
     cka_null = _cka(null, observed, select)
-    weights = np.zeros((n_pairs, len(pair_of)))
-    weights[list(pair_of), np.arange(len(pair_of))] = 1.0
-    weights /= weights.sum(axis=1, keepdims=True)
-    pair_observed = np.einsum("pc,c...->p...", weights, cka_observed)
-    pair_null = np.einsum("pc,rc...->rp...", weights, cka_null)
+    pair_observed = pair_means(cka_observed[None], pair_of, n_pairs)[0]
+    pair_null = pair_means(cka_null, pair_of, n_pairs)
     return _p_value(cka_null, cka_observed), _p_value(pair_null, pair_observed)
 
 
